@@ -1,0 +1,384 @@
+/*
+ * ctobyframe.h — the byte-level mechanism of TobyTCP.
+ *
+ * TobyTcp frames every message as an 8-byte unsigned length (payload bytes,
+ * not counting the 8) followed by the payload:
+ *
+ *     +----------------------------+---------------------------+
+ *     | length: 8 bytes (LE or BE) | payload: `length` bytes   |
+ *     +----------------------------+---------------------------+
+ *
+ *     "toby is a good dog" (18 bytes), little-endian:
+ *     12 00 00 00 00 00 00 00 74 6f 62 79 20 69 73 ...
+ *
+ * This library is a mechanism only: it has no threads, no locks, no global
+ * mutable state, no logging, never allocates and never touches signal
+ * dispositions. Every object lives in memory the caller provides. Policy
+ * (blocking, threads, queues, user-facing errors) belongs to the caller.
+ *
+ * Return values follow libuv: >= 0 is success, a negative value is either
+ * -errno (for example -ECONNRESET) or one of the TOBY_E* codes below, which
+ * lie outside errno's range. toby_strerror() describes both.
+ *
+ * Thread safety: none. A toby_reader or toby_writer must be used by one
+ * thread at a time; the caller serialises access.
+ */
+#ifndef CTOBYFRAME_H
+#define CTOBYFRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Prefix                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/** Size of the length prefix on the wire. */
+#define TOBY_PREFIX_SIZE 8
+
+/** Byte order of the length prefix. */
+typedef enum toby_byte_order {
+    /** The TobyTcp protocol text's order, and TobyTCP's default. */
+    TOBY_LITTLE_ENDIAN = 0,
+    /** The order the original Rust `tobytcp` crate puts on the wire. */
+    TOBY_BIG_ENDIAN = 1
+} toby_byte_order;
+
+/** Writes `length` as an 8-byte prefix into `out` (8 bytes, caller-owned). */
+void toby_prefix_encode(uint64_t length, toby_byte_order order,
+                        uint8_t out[TOBY_PREFIX_SIZE]);
+
+/** Reads the length from the 8-byte prefix at `in` (caller-owned). */
+uint64_t toby_prefix_decode(const uint8_t in[TOBY_PREFIX_SIZE],
+                            toby_byte_order order);
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/** A prefix announced a payload longer than the reader's limit. Sticky. */
+#define TOBY_EFRAMETOOLARGE (-30001)
+/** The peer closed the stream in the middle of a frame. Sticky. */
+#define TOBY_ETRUNCATED (-30002)
+/** An argument broke a documented precondition (bad capacity, ...). */
+#define TOBY_EINVAL (-30003)
+
+/**
+ * Describes an error code: a TOBY_E* code, or -errno. The returned string is
+ * static and must not be freed. Unknown codes get a generic text.
+ */
+const char *toby_strerror(int err);
+
+/* ------------------------------------------------------------------------ */
+/* I/O seam                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Every system call of this library goes through one of these tables, so
+ * tests can inject short reads and writes, EINTR and EAGAIN.
+ *
+ * Each function returns what the system call returns on success, or -errno
+ * on failure (never -1 with errno set). `ctx` is passed back unchanged.
+ */
+typedef struct toby_io {
+    /** Like recvmsg(2): scatter-read into msg->msg_iov. */
+    ssize_t (*recvmsg)(void *ctx, int fd, struct msghdr *msg, int flags);
+    /** Like sendmsg(2): gather-write msg->msg_iov. */
+    ssize_t (*sendmsg)(void *ctx, int fd, const struct msghdr *msg, int flags);
+    /** Opaque pointer handed to the functions above; owned by the caller. */
+    void *ctx;
+} toby_io;
+
+/**
+ * The table that calls the real recvmsg(2) and sendmsg(2). Points to
+ * immutable static storage; never free it.
+ */
+const toby_io *toby_io_system(void);
+
+/* ------------------------------------------------------------------------ */
+/* Reader                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/** Statuses of toby_reader_next() (errors are negative). */
+enum {
+    /** No complete frame is buffered: call toby_reader_fill(). */
+    TOBY_NEED_MORE = 0,
+    /** A complete frame is in the ring; see toby_frame. Call
+     *  toby_reader_consume() when done with its bytes. */
+    TOBY_FRAME = 1,
+    /** The next frame does not fit in the ring. Its payload must be read
+     *  into a caller-provided destination of frame.length bytes with
+     *  toby_reader_direct_take() and toby_reader_direct_fill(). */
+    TOBY_FRAME_DIRECT = 2,
+    /** The peer ended the stream cleanly, at a frame boundary. */
+    TOBY_END = 3
+};
+
+/**
+ * One frame, as described by toby_reader_next().
+ *
+ * For TOBY_FRAME the payload lies in the ring as one or two segments:
+ * data[0]/len[0], then data[1]/len[1] (len[1] > 0 only when the frame wraps
+ * around the end of the ring). The pointers are borrowed from the reader's
+ * ring and stay valid until toby_reader_consume(); fills do not touch them.
+ *
+ * For TOBY_FRAME_DIRECT, `length` is the payload length and data/len
+ * describe the part of the payload already buffered.
+ *
+ * For TOBY_EFRAMETOOLARGE, `length` is the announced length and `prefix`
+ * holds the 8 bytes as they came off the wire.
+ *
+ * For TOBY_ETRUNCATED, `expected` is the size of the frame the peer left
+ * unfinished (8 when the prefix itself was cut, else 8 + payload length) and
+ * `received` how many of its bytes arrived.
+ */
+typedef struct toby_frame {
+    const uint8_t *data[2];
+    size_t len[2];
+    uint64_t length;
+    uint64_t expected;
+    uint64_t received;
+    uint8_t prefix[TOBY_PREFIX_SIZE];
+} toby_frame;
+
+/**
+ * Per-connection reader: a ring buffer filled by one recvmsg() covering all
+ * free space (two iovecs when the free space wraps) and a decoder that finds
+ * complete frames in place, without copying.
+ *
+ * The fields are private; they are visible only so callers can allocate the
+ * struct. Use the functions below.
+ */
+typedef struct toby_reader {
+    uint8_t *ring;          /* borrowed: caller-owned, `capacity` bytes */
+    size_t capacity;        /* power of two */
+    size_t head;            /* free-running: first unconsumed byte */
+    size_t tail;            /* free-running: one past the last byte read */
+    uint64_t max_frame;     /* largest payload accepted */
+    uint64_t direct_left;   /* payload bytes still owed to a direct frame */
+    uint64_t direct_total;  /* that frame's payload length */
+    size_t current;         /* ring bytes of the frame last returned */
+    const toby_io *io;      /* borrowed: must outlive the reader */
+    int fd;                 /* borrowed: the reader never closes it */
+    int error;              /* sticky error, 0 if none */
+    int eof;                /* the peer closed its side */
+    toby_byte_order order;
+    toby_frame failure;     /* details of the sticky error */
+} toby_reader;
+
+/**
+ * Initialises `r` (caller-owned storage).
+ *
+ * - `ring`: caller-owned buffer of `capacity` bytes; it must stay valid and
+ *   untouched by the caller until the reader is no longer used. The reader
+ *   never frees it.
+ * - `capacity`: a power of two, at least 16.
+ * - `max_frame`: the largest payload length accepted; checked as soon as
+ *   the 8 prefix bytes are known, before the caller allocates anything.
+ * - `fd`: the stream socket to read; never closed by the reader.
+ * - `io`: the syscall table (toby_io_system() for the real one); borrowed.
+ *
+ * Returns 0, or TOBY_EINVAL if capacity is not a power of two >= 16 or a
+ * pointer is NULL.
+ */
+int toby_reader_init(toby_reader *r, uint8_t *ring, size_t capacity,
+                     uint64_t max_frame, toby_byte_order order, int fd,
+                     const toby_io *io);
+
+/**
+ * Decodes the next frame from the buffered bytes. Returns TOBY_NEED_MORE,
+ * TOBY_FRAME, TOBY_FRAME_DIRECT, TOBY_END, or a sticky error
+ * (TOBY_EFRAMETOOLARGE, TOBY_ETRUNCATED, or the -errno a fill hit). An error
+ * is only reported once every complete frame before it has been returned
+ * and consumed. `f` (caller-owned) receives the details.
+ *
+ * Calling next() again before consume() returns the same frame.
+ */
+int toby_reader_next(toby_reader *r, toby_frame *f);
+
+/** Releases the frame last returned as TOBY_FRAME; its ring bytes become
+ *  free space. */
+void toby_reader_consume(toby_reader *r);
+
+/**
+ * Reads once from the socket into all free ring space (one recvmsg, two
+ * iovecs when the free space wraps). `flags` are passed to recvmsg (e.g.
+ * MSG_DONTWAIT). EINTR is retried. Returns the bytes read (> 0), 0 at end of
+ * stream (the next toby_reader_next() then reports TOBY_END or
+ * TOBY_ETRUNCATED), -EAGAIN / -EWOULDBLOCK when a non-blocking read found
+ * nothing (not sticky), or a sticky -errno. Returns -ENOBUFS (not sticky)
+ * if the ring is full, which the caller avoids by consuming frames first.
+ */
+ssize_t toby_reader_fill(toby_reader *r, int flags);
+
+/**
+ * For a TOBY_FRAME_DIRECT frame: copies the payload bytes already buffered
+ * in the ring into `dst` (caller-owned, at least `dst_len` bytes) and frees
+ * them from the ring. Returns the number of bytes copied (<= dst_len).
+ */
+size_t toby_reader_direct_take(toby_reader *r, void *dst, size_t dst_len);
+
+/**
+ * For a TOBY_FRAME_DIRECT frame: one recvmsg whose iovecs are
+ * [dst .. dst+dst_len) followed by the free ring space, so the rest of the
+ * payload lands straight in its destination and the bytes of the frames
+ * after it land in the ring. `dst` is caller-owned and only used during the
+ * call; `dst_len` must not exceed the payload bytes still owed. Returns the
+ * bytes written to dst (> 0), -EAGAIN for a non-blocking read that found
+ * nothing, TOBY_ETRUNCATED if the peer closed first, or a sticky -errno.
+ * Once every payload byte has arrived the frame is done and
+ * toby_reader_next() moves on.
+ */
+ssize_t toby_reader_direct_fill(toby_reader *r, void *dst, size_t dst_len,
+                                int flags);
+
+/** Payload bytes the current TOBY_FRAME_DIRECT frame still needs. */
+uint64_t toby_reader_direct_remaining(const toby_reader *r);
+
+/** Bytes buffered in the ring and not yet consumed. */
+size_t toby_reader_buffered(const toby_reader *r);
+
+/* ------------------------------------------------------------------------ */
+/* Writer                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/** Vectors per sendmsg call; IOV_MAX on Linux and the BSDs. */
+#define TOBY_WRITER_IOV 1024
+
+/** One outgoing message: a borrowed payload. The writer never copies or
+ *  frees it; it must stay valid for the duration of the write call. */
+typedef struct toby_out {
+    const void *data;
+    size_t len;
+} toby_out;
+
+/**
+ * Gathers frames (prefix + payload, payload never copied) into sendmsg calls
+ * of up to TOBY_WRITER_IOV vectors, sent with MSG_NOSIGNAL so a gone peer
+ * yields -EPIPE instead of SIGPIPE.
+ *
+ * The fields are private scratch space; visible only so callers can
+ * allocate the struct (about 24 KiB).
+ */
+typedef struct toby_writer {
+    const toby_io *io;      /* borrowed: must outlive the writer */
+    int fd;                 /* borrowed: never closed by the writer */
+    toby_byte_order order;
+    struct iovec iov[TOBY_WRITER_IOV];
+    uint8_t prefix[TOBY_WRITER_IOV][TOBY_PREFIX_SIZE];
+} toby_writer;
+
+/** Initialises `w` (caller-owned storage). Returns 0 or TOBY_EINVAL. */
+int toby_writer_init(toby_writer *w, toby_byte_order order, int fd,
+                     const toby_io *io);
+
+/**
+ * Writes frames[*index ..< count], resuming `*offset` bytes into frame
+ * *index (the offset counts its 8 prefix bytes). `frames` is caller-owned
+ * and only read during the call. EINTR is retried and partial writes are
+ * resumed at the exact byte; progress is stored in *index / *offset before
+ * every return, so a caller can resume after -EAGAIN.
+ *
+ * `flags` are added to MSG_NOSIGNAL (e.g. MSG_DONTWAIT).
+ *
+ * Returns 0 once everything is written (*index == count, *offset == 0),
+ * -EAGAIN / -EWOULDBLOCK if the socket buffer is full (a sendmsg that
+ * returns 0 bytes is reported the same way), or another -errno (e.g.
+ * -EPIPE, -ECONNRESET).
+ */
+int toby_writer_write(toby_writer *w, const toby_out *frames, size_t count,
+                      size_t *index, uint64_t *offset, int flags);
+
+/* ------------------------------------------------------------------------ */
+/* Sockets                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Connects a TCP stream socket to host:port (numeric or resolved with
+ * getaddrinfo, trying each address in turn), with TCP_NODELAY set.
+ * On success returns 0 and stores a new file descriptor in *fd, owned by the
+ * caller. On failure returns -errno from the last attempt, or
+ * TOBY_EINVAL for a name that does not resolve (*gai_error then holds the
+ * getaddrinfo code for gai_strerror; it may be NULL).
+ */
+int toby_socket_connect_tcp(const char *host, uint16_t port, int *fd,
+                            int *gai_error);
+
+/**
+ * Connects to a Unix domain stream socket at `path`. Returns 0 and a new
+ * caller-owned fd, -ENAMETOOLONG if `path` does not fit in sun_path
+ * (never truncated), or -errno.
+ */
+int toby_socket_connect_unix(const char *path, int *fd);
+
+/**
+ * Creates a listening TCP socket bound to host:port (port 0 picks an
+ * ephemeral port) with SO_REUSEADDR. Returns 0 and a caller-owned fd, the
+ * bound port in *bound_port, or -errno / TOBY_EINVAL as for connect.
+ */
+int toby_socket_listen_tcp(const char *host, uint16_t port, int backlog,
+                           int *fd, uint16_t *bound_port, int *gai_error);
+
+/**
+ * Creates a listening Unix domain socket at `path`. Returns 0 and a
+ * caller-owned fd, -ENAMETOOLONG if the path does not fit in sun_path, or
+ * -errno (-EADDRINUSE if the path exists). The caller removes the file.
+ */
+int toby_socket_listen_unix(const char *path, int backlog, int *fd);
+
+/**
+ * accept(2) with close-on-exec, retrying EINTR, and TCP_NODELAY on TCP
+ * connections. Writes the peer's address as text ("1.2.3.4:5", "[::1]:5",
+ * or "unix") into `peer` (caller-owned, `peer_len` bytes, may be NULL).
+ * Returns 0 and a caller-owned fd, or -errno.
+ */
+int toby_socket_accept(int listen_fd, int *fd, char *peer, size_t peer_len);
+
+/** Largest Unix socket path, in bytes, that fits sun_path with its NUL. */
+size_t toby_socket_unix_path_max(void);
+
+/* ------------------------------------------------------------------------ */
+/* Readiness (Linux epoll; used by async receivers)                         */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Creates an epoll instance and an eventfd registered in it for wake-ups.
+ * Both fds are close-on-exec and owned by the caller. Returns 0 or -errno;
+ * -ENOSYS where epoll does not exist.
+ */
+int toby_poller_create(int *epoll_fd, int *wake_fd);
+
+/**
+ * Arms a one-shot readability watch on `fd` (EPOLLIN | EPOLLRDHUP |
+ * EPOLLONESHOT): adds it if `registered` is 0, re-arms it otherwise.
+ * Returns 0 or -errno.
+ */
+int toby_poller_arm(int epoll_fd, int fd, int registered);
+
+/** Removes `fd` from the epoll set. Returns 0 or -errno. */
+int toby_poller_disarm(int epoll_fd, int fd);
+
+/**
+ * Waits up to `timeout_ms` (-1: forever) and stores the fds that became
+ * ready in `ready` (caller-owned, `capacity` entries). A wake-up through
+ * `wake_fd` is drained and not reported. Returns the count (0 on timeout
+ * or EINTR) or -errno.
+ */
+int toby_poller_wait(int epoll_fd, int wake_fd, int *ready, int capacity,
+                     int timeout_ms);
+
+/** Wakes a toby_poller_wait() on the same instance. Returns 0 or -errno. */
+int toby_poller_wake(int wake_fd);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CTOBYFRAME_H */

@@ -1,0 +1,214 @@
+/*
+ * Socket setup: address resolution, connect, listen, accept. Every fd is
+ * created close-on-exec so a fork+exec in the application cannot leak it.
+ */
+#define _GNU_SOURCE
+#include "ctobyframe.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static void set_nodelay(int fd) {
+    int one = 1;
+    /* Best effort: latency, not correctness, depends on it. */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void close_keep_errno(int fd) {
+    int saved = errno;
+    (void)close(fd);
+    errno = saved;
+}
+
+static int resolve(const char *host, uint16_t port, int passive,
+                   struct addrinfo **out, int *gai_error) {
+    char service[8];
+    snprintf(service, sizeof(service), "%u", (unsigned)port);
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+    int rc = getaddrinfo(host, service, &hints, out);
+    if (gai_error != NULL)
+        *gai_error = rc;
+    if (rc == 0)
+        return 0;
+    if (rc == EAI_SYSTEM && errno != 0)
+        return -errno;
+    return TOBY_EINVAL;
+}
+
+int toby_socket_connect_tcp(const char *host, uint16_t port, int *fd,
+                            int *gai_error) {
+    struct addrinfo *list = NULL;
+    int rc = resolve(host, port, 0, &list, gai_error);
+    if (rc != 0)
+        return rc;
+    rc = -ECONNREFUSED;
+    for (struct addrinfo *ai = list; ai != NULL; ai = ai->ai_next) {
+        int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+                       ai->ai_protocol);
+        if (s < 0) {
+            rc = -errno;
+            continue;
+        }
+        int c;
+        do {
+            c = connect(s, ai->ai_addr, ai->ai_addrlen);
+        } while (c < 0 && errno == EINTR);
+        if (c == 0) {
+            set_nodelay(s);
+            *fd = s;
+            rc = 0;
+            break;
+        }
+        rc = -errno;
+        close_keep_errno(s);
+    }
+    freeaddrinfo(list);
+    return rc;
+}
+
+static int unix_address(const char *path, struct sockaddr_un *sa) {
+    size_t len = strlen(path);
+    memset(sa, 0, sizeof(*sa));
+    if (len == 0)
+        return TOBY_EINVAL;
+    if (len >= sizeof(sa->sun_path))
+        return -ENAMETOOLONG;
+    sa->sun_family = AF_UNIX;
+    memcpy(sa->sun_path, path, len + 1);
+    return 0;
+}
+
+size_t toby_socket_unix_path_max(void) {
+    struct sockaddr_un sa;
+    return sizeof(sa.sun_path) - 1;
+}
+
+int toby_socket_connect_unix(const char *path, int *fd) {
+    struct sockaddr_un sa;
+    int rc = unix_address(path, &sa);
+    if (rc != 0)
+        return rc;
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -errno;
+    int c;
+    do {
+        c = connect(s, (struct sockaddr *)&sa, sizeof(sa));
+    } while (c < 0 && errno == EINTR);
+    if (c != 0) {
+        rc = -errno;
+        (void)close(s);
+        return rc;
+    }
+    *fd = s;
+    return 0;
+}
+
+int toby_socket_listen_tcp(const char *host, uint16_t port, int backlog,
+                           int *fd, uint16_t *bound_port, int *gai_error) {
+    struct addrinfo *list = NULL;
+    int rc = resolve(host, port, 1, &list, gai_error);
+    if (rc != 0)
+        return rc;
+    rc = -EADDRNOTAVAIL;
+    for (struct addrinfo *ai = list; ai != NULL; ai = ai->ai_next) {
+        int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+                       ai->ai_protocol);
+        if (s < 0) {
+            rc = -errno;
+            continue;
+        }
+        int one = 1;
+        (void)setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(s, ai->ai_addr, ai->ai_addrlen) != 0 ||
+            listen(s, backlog) != 0) {
+            rc = -errno;
+            close_keep_errno(s);
+            continue;
+        }
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        if (getsockname(s, (struct sockaddr *)&ss, &len) != 0) {
+            rc = -errno;
+            close_keep_errno(s);
+            continue;
+        }
+        if (ss.ss_family == AF_INET)
+            *bound_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        else
+            *bound_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        *fd = s;
+        rc = 0;
+        break;
+    }
+    freeaddrinfo(list);
+    return rc;
+}
+
+int toby_socket_listen_unix(const char *path, int backlog, int *fd) {
+    struct sockaddr_un sa;
+    int rc = unix_address(path, &sa);
+    if (rc != 0)
+        return rc;
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -errno;
+    if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        listen(s, backlog) != 0) {
+        rc = -errno;
+        (void)close(s);
+        return rc;
+    }
+    *fd = s;
+    return 0;
+}
+
+static void describe_peer(const struct sockaddr_storage *ss, char *out,
+                          size_t out_len) {
+    if (out == NULL || out_len == 0)
+        return;
+    char host[INET6_ADDRSTRLEN];
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        snprintf(out, out_len, "%s:%u", host, (unsigned)ntohs(in->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        snprintf(out, out_len, "[%s]:%u", host, (unsigned)ntohs(in6->sin6_port));
+    } else {
+        snprintf(out, out_len, "unix");
+    }
+}
+
+int toby_socket_accept(int listen_fd, int *fd, char *peer, size_t peer_len) {
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        memset(&ss, 0, sizeof(ss));
+        int s = accept4(listen_fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
+        if (s < 0) {
+            /* A connection the peer abandoned before we got to it is not
+             * the listener's failure: take the next one (as libuv does). */
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            return -errno;
+        }
+        if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)
+            set_nodelay(s);
+        describe_peer(&ss, peer, peer_len);
+        *fd = s;
+        return 0;
+    }
+}

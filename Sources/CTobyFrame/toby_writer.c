@@ -1,0 +1,95 @@
+/*
+ * The writer: frames go out as [prefix, payload] iovec pairs, many frames per
+ * sendmsg, resumed at the exact byte after a partial write.
+ */
+#include "ctobyframe.h"
+
+#include <errno.h>
+#include <string.h>
+
+int toby_writer_init(toby_writer *w, toby_byte_order order, int fd,
+                     const toby_io *io) {
+    if (w == NULL || io == NULL)
+        return TOBY_EINVAL;
+    if (order != TOBY_LITTLE_ENDIAN && order != TOBY_BIG_ENDIAN)
+        return TOBY_EINVAL;
+    w->io = io;
+    w->fd = fd;
+    w->order = order;
+    return 0;
+}
+
+/*
+ * Fills w->iov with frames[i..] starting `offset` bytes into frames[i];
+ * returns the vector count (>= 1 while i < count).
+ */
+static int gather(toby_writer *w, const toby_out *frames, size_t count,
+                  size_t i, uint64_t offset) {
+    int n = 0;
+    size_t p = 0;
+    /* Each frame needs at most two vectors; stop while both still fit. */
+    for (; i < count && n + 2 <= TOBY_WRITER_IOV; i++, offset = 0) {
+        const toby_out *f = &frames[i];
+        if (offset < TOBY_PREFIX_SIZE) {
+            toby_prefix_encode(f->len, w->order, w->prefix[p]);
+            w->iov[n].iov_base = w->prefix[p] + offset;
+            w->iov[n].iov_len = TOBY_PREFIX_SIZE - (size_t)offset;
+            n++;
+            p++;
+            if (f->len > 0) {
+                w->iov[n].iov_base = (void *)f->data;
+                w->iov[n].iov_len = f->len;
+                n++;
+            }
+        } else {
+            size_t done = (size_t)(offset - TOBY_PREFIX_SIZE);
+            w->iov[n].iov_base = (uint8_t *)f->data + done;
+            w->iov[n].iov_len = f->len - done;
+            n++;
+        }
+    }
+    return n;
+}
+
+int toby_writer_write(toby_writer *w, const toby_out *frames, size_t count,
+                      size_t *index, uint64_t *offset, int flags) {
+    size_t i = *index;
+    uint64_t off = *offset;
+    int result = 0;
+    while (i < count) {
+        int n = gather(w, frames, count, i, off);
+        struct msghdr msg;
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_iov = w->iov;
+        msg.msg_iovlen = (size_t)n;
+        ssize_t sent = w->io->sendmsg(w->io->ctx, w->fd, &msg,
+                                      MSG_NOSIGNAL | flags);
+        if (sent == -EINTR)
+            continue;
+        if (sent < 0) {
+            result = (int)sent;
+            break;
+        }
+        if (sent == 0) {
+            /* No progress without an error: let the caller wait for
+             * writability rather than spin. */
+            result = -EAGAIN;
+            break;
+        }
+        /* Advance (i, off) past `sent` bytes. */
+        uint64_t left = (uint64_t)sent;
+        while (left > 0) {
+            uint64_t rest = TOBY_PREFIX_SIZE + (uint64_t)frames[i].len - off;
+            if (left < rest) {
+                off += left;
+                break;
+            }
+            left -= rest;
+            i++;
+            off = 0;
+        }
+    }
+    *index = i;
+    *offset = off;
+    return result;
+}

@@ -1,0 +1,87 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A mutex with a condition variable, built on `pthread_mutex_t`.
+///
+/// Why not `Synchronization.Mutex`: ThreadSanitizer cannot see its futex and
+/// reports false races, and this library must be clean under TSan. The
+/// condition variable is needed anyway for blocking waits.
+final class ConditionLock: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let condition: UnsafeMutablePointer<pthread_cond_t>
+
+    init() {
+        mutex = .allocate(capacity: 1)
+        condition = .allocate(capacity: 1)
+        let rc1 = pthread_mutex_init(mutex, nil)
+        precondition(rc1 == 0, "pthread_mutex_init failed: \(rc1)")
+        var attr = pthread_condattr_t()
+        pthread_condattr_init(&attr)
+        #if !canImport(Darwin)
+        // Deadlines are measured on the monotonic clock, immune to wall-clock jumps.
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+        #endif
+        let rc2 = pthread_cond_init(condition, &attr)
+        pthread_condattr_destroy(&attr)
+        precondition(rc2 == 0, "pthread_cond_init failed: \(rc2)")
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+    }
+
+    @inline(__always)
+    func lock() { pthread_mutex_lock(mutex) }
+
+    @inline(__always)
+    func unlock() { pthread_mutex_unlock(mutex) }
+
+    @inline(__always)
+    func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+
+    /// Waits for a signal; the lock must be held.
+    func wait() { pthread_cond_wait(condition, mutex) }
+
+    /// Waits for a signal until `deadline` (monotonic nanoseconds); the lock
+    /// must be held. Returns false when the deadline passed.
+    func wait(untilMonotonicNanoseconds deadline: UInt64) -> Bool {
+        var ts = timespec(
+            tv_sec: Int(deadline / 1_000_000_000),
+            tv_nsec: Int(deadline % 1_000_000_000)
+        )
+        return pthread_cond_timedwait(condition, mutex, &ts) != ETIMEDOUT
+    }
+
+    func signal() { pthread_cond_signal(condition) }
+
+    func broadcast() { pthread_cond_broadcast(condition) }
+}
+
+/// Now, on the monotonic clock, in nanoseconds.
+func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+extension Duration {
+    /// The duration in whole nanoseconds, clamped to `0...UInt64.max / 2`.
+    var clampedNanoseconds: UInt64 {
+        let (seconds, attoseconds) = components
+        if seconds < 0 { return 0 }
+        if seconds > 4_000_000_000 { return UInt64.max / 2 }
+        return UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+    }
+}

@@ -1,0 +1,71 @@
+import CTobyFrame
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Owns one socket file descriptor, shared by a messenger and its receiver.
+///
+/// The descriptor is closed only when the last owner goes away. Closing it
+/// earlier, while another thread may still be blocked in `recvmsg` on it,
+/// would let the number be reused by an unrelated `open` and that thread
+/// would read someone else's file. Owners end each other's blocking calls
+/// with `shutdown(2)` instead, which is safe at any time.
+final class SocketHandle: Sendable {
+    let fd: Int32
+
+    init(fd: Int32) {
+        self.fd = fd
+    }
+
+    deinit {
+        #if os(Linux)
+        ReadinessPoller.forget(fd)
+        #endif
+        _ = Glibc.close(fd)
+    }
+
+    /// `shutdown(2)`; ENOTCONN (the peer is already gone) is not an error here.
+    func shutdown(_ how: Int32) {
+        _ = Glibc.shutdown(fd, how)
+    }
+
+    /// Waits until the socket is readable or `timeoutNanoseconds` pass
+    /// (nil: forever). Returns false on timeout. EINTR is retried with the
+    /// remaining time.
+    func waitReadable(deadline: UInt64?) throws(TobyError) -> Bool {
+        try poll(events: Int16(POLLIN), deadline: deadline)
+    }
+
+    /// Waits until the socket is writable (after EAGAIN from a send).
+    func waitWritable() throws(TobyError) {
+        _ = try poll(events: Int16(POLLOUT), deadline: nil)
+    }
+
+    private func poll(events: Int16, deadline: UInt64?) throws(TobyError) -> Bool {
+        while true {
+            var timeoutMilliseconds: Int32 = -1
+            if let deadline {
+                let now = monotonicNanoseconds()
+                if now >= deadline { return false }
+                // Round up so a wait never returns before the deadline.
+                timeoutMilliseconds = Int32(clamping: (deadline - now + 999_999) / 1_000_000)
+            }
+            var pfd = pollfd(fd: fd, events: events, revents: 0)
+            let rc = Glibc.poll(&pfd, 1, timeoutMilliseconds)
+            if rc > 0 { return true }
+            if rc == 0 {
+                if deadline == nil { continue }
+                if monotonicNanoseconds() >= deadline! { return false }
+                continue
+            }
+            let err = errno
+            if err == EINTR { continue }
+            throw .system(operation: "poll", errno: err)
+        }
+    }
+}

@@ -1,0 +1,126 @@
+import CTobyFrame
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Everything that can go wrong in TobyTCP, with the numbers that explain it.
+///
+/// Every case prints a sentence a person can act on (``description``): the
+/// announced length and the limit, how many bytes of a cut frame were
+/// missing, or the system call and the `errno` it failed with.
+///
+/// Errors caused by a peer's bytes never trap; only misuse of the API by the
+/// program itself (for example a negative timeout) does.
+public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvertible {
+    /// A frame's length is over the configured maximum.
+    ///
+    /// When receiving, `prefix` holds the 8 length bytes exactly as they came
+    /// off the wire and the connection is shut down (the stream cannot be
+    /// resynchronised); nothing of that size was allocated. When sending,
+    /// `prefix` is empty and no byte of the message was written.
+    case frameTooLarge(length: UInt64, limit: UInt64, prefix: [UInt8])
+
+    /// The peer closed the connection in the middle of a frame.
+    ///
+    /// `expected` is the size of the unfinished frame including its 8-byte
+    /// prefix (just 8 when the prefix itself was cut), `received` how many of
+    /// its bytes arrived. Every complete message before it was delivered.
+    case truncatedFrame(expected: UInt64, received: UInt64)
+
+    /// `start()` was called a second time on the same messenger.
+    case alreadyStarted
+
+    /// The messenger, receiver or listener was closed by its owner.
+    case closed
+
+    /// The stream ended cleanly; thrown only by ``TobyReceiver/tryReceive()``,
+    /// which returns `nil` for "nothing yet".
+    case endOfStream
+
+    /// Nothing arrived before the timeout. The receiver is still usable.
+    case timedOut(Duration)
+
+    /// A system call failed: `operation` is its name, `errno` its error.
+    case system(operation: String, errno: Int32)
+
+    /// A host name did not resolve.
+    case unresolvableHost(host: String, reason: String)
+
+    /// A Unix socket path does not fit in `sun_path`; it is never truncated.
+    case unixPathTooLong(path: String, length: Int, limit: Int)
+
+    /// A configuration was contradictory or out of range.
+    case invalidConfiguration(String)
+
+    /// The number of payload bytes still missing from a truncated frame.
+    public var missingBytes: UInt64? {
+        if case .truncatedFrame(let expected, let received) = self { return expected - received }
+        return nil
+    }
+
+    /// A sentence describing the error, with its numbers.
+    public var description: String {
+        switch self {
+        case .frameTooLarge(let length, let limit, let prefix):
+            if prefix.isEmpty {
+                return "frame too large: message of \(length) bytes exceeds the maximum frame length of \(limit) bytes; nothing was sent"
+            }
+            var text = "frame too large: peer announced \(length) bytes, over the maximum frame length of \(limit) bytes (prefix bytes \(TobyError.hex(prefix))); connection closed, nothing allocated"
+            if prefix.allSatisfy({ (0x20...0x7e).contains($0) || $0 == 0x0d || $0 == 0x0a || $0 == 0x09 }) {
+                let ascii = String(decoding: prefix, as: UTF8.self)
+                    .replacingOccurrences(of: "\r", with: "\\r")
+                    .replacingOccurrences(of: "\n", with: "\\n")
+                    .replacingOccurrences(of: "\t", with: "\\t")
+                text += ". The prefix reads as text (\"\(ascii)\"): the peer looks like it speaks a text protocol (HTTP, Redis, a shell?), not TobyTcp"
+            }
+            return text
+        case .truncatedFrame(let expected, let received):
+            let what = expected == 8 ? "the 8-byte length prefix" : "a frame of \(expected) bytes (8-byte prefix + \(expected - 8)-byte payload)"
+            return "truncated frame: peer closed the connection after \(received) bytes of \(what); \(expected - received) bytes missing"
+        case .alreadyStarted:
+            return "already started: start() was already called on this messenger; use the receiver it returned"
+        case .closed:
+            return "closed: the messenger, receiver or listener was closed by its owner"
+        case .endOfStream:
+            return "end of stream: the peer closed the connection and every message was delivered"
+        case .timedOut(let timeout):
+            return "timed out: no message arrived within \(timeout)"
+        case .system(let operation, let errno):
+            return "'\(operation)' failed with '(\(errno)) \(String(cString: strerror(errno)))'"
+        case .unresolvableHost(let host, let reason):
+            return "cannot resolve host '\(host)': \(reason)"
+        case .unixPathTooLong(let path, let length, let limit):
+            return "Unix socket path too long: '\(path)' is \(length) bytes, the limit is \(limit) bytes (sun_path); it is never truncated"
+        case .invalidConfiguration(let why):
+            return "invalid configuration: \(why)"
+        }
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        bytes.map { byte in
+            let digits = Array("0123456789abcdef")
+            return String([digits[Int(byte >> 4)], digits[Int(byte & 0xf)]])
+        }.joined(separator: " ")
+    }
+
+    /// Maps a negative CTobyFrame return code to an error.
+    static func fromCode(_ code: Int, operation: String) -> TobyError {
+        if code == Int(TOBY_EINVAL) { return .system(operation: operation, errno: EINVAL) }
+        return .system(operation: operation, errno: Int32(-code))
+    }
+}
+
+extension String {
+    fileprivate func replacingOccurrences(of target: String, with replacement: String) -> String {
+        var result = ""
+        for character in self {
+            if String(character) == target { result += replacement } else { result.append(character) }
+        }
+        return result
+    }
+}

@@ -1,0 +1,129 @@
+import CTobyFrame
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Accepts TobyTcp connections on a TCP port or a Unix domain socket.
+///
+/// ```swift
+/// let listener = try TobyListener(host: "127.0.0.1", port: 0)
+/// print("listening on port \(listener.port)")
+/// let messenger = try listener.accept()
+/// ```
+public final class TobyListener: @unchecked Sendable {
+    /// The configuration given to every accepted messenger.
+    public let configuration: TobyConfiguration
+
+    /// The bound TCP port (the real one when 0 was asked for); 0 for a Unix
+    /// socket.
+    public let port: Int
+
+    /// The bound address as text: `"127.0.0.1:4000"` or `"unix:/path"`.
+    public let address: String
+
+    private let socket: SocketHandle
+    private let unixPath: String?
+    private let lock = ConditionLock()
+    private var closed = false  // guarded by lock
+
+    /// Listens on a TCP address.
+    ///
+    /// - Parameters:
+    ///   - host: Address to bind; `"127.0.0.1"` by default, `"0.0.0.0"` or
+    ///     `"::"` for every interface.
+    ///   - port: Port to bind; 0 picks a free ephemeral port (read it back
+    ///     from ``port``).
+    ///   - backlog: Length of the kernel's queue of pending connections.
+    ///   - configuration: Given to each accepted messenger.
+    /// - Throws: ``TobyError/system(operation:errno:)`` (for example
+    ///   `EADDRINUSE`), ``TobyError/unresolvableHost(host:reason:)``.
+    public init(
+        host: String = "127.0.0.1", port: Int, backlog: Int = 1024,
+        configuration: TobyConfiguration = .default
+    ) throws(TobyError) {
+        guard let port16 = UInt16(exactly: port) else {
+            throw .invalidConfiguration("port must be in 0...65535 (got \(port))")
+        }
+        var fd: Int32 = -1
+        var bound: UInt16 = 0
+        var gaiError: Int32 = 0
+        let rc = toby_socket_listen_tcp(host, port16, Int32(clamping: backlog), &fd, &bound, &gaiError)
+        if rc == TOBY_EINVAL {
+            throw .unresolvableHost(host: host, reason: String(cString: gai_strerror(gaiError)))
+        }
+        if rc != 0 { throw .system(operation: "bind/listen", errno: -rc) }
+        self.configuration = configuration
+        self.port = Int(bound)
+        self.address = TobyMessenger.describe(host: host, port: bound)
+        self.socket = SocketHandle(fd: fd)
+        self.unixPath = nil
+    }
+
+    /// Listens on a Unix domain socket at `unixPath`, which must not exist.
+    /// The file is removed when the listener closes.
+    ///
+    /// - Throws: ``TobyError/unixPathTooLong(path:length:limit:)`` if the
+    ///   path does not fit in `sun_path` (it is never truncated), or
+    ///   ``TobyError/system(operation:errno:)`` (`EADDRINUSE` if it exists).
+    public init(unixPath: String, backlog: Int = 1024, configuration: TobyConfiguration = .default) throws(TobyError) {
+        try TobyListener.checkUnixPath(unixPath)
+        var fd: Int32 = -1
+        let rc = toby_socket_listen_unix(unixPath, Int32(clamping: backlog), &fd)
+        if rc != 0 { throw .system(operation: "bind/listen", errno: -rc) }
+        self.configuration = configuration
+        self.port = 0
+        self.address = "unix:\(unixPath)"
+        self.socket = SocketHandle(fd: fd)
+        self.unixPath = unixPath
+    }
+
+    deinit {
+        close()
+    }
+
+    static func checkUnixPath(_ path: String) throws(TobyError) {
+        let limit = toby_socket_unix_path_max()
+        if path.utf8.count > limit {
+            throw .unixPathTooLong(path: path, length: path.utf8.count, limit: limit)
+        }
+        if path.isEmpty { throw .invalidConfiguration("Unix socket path is empty") }
+    }
+
+    /// Waits for the next connection.
+    ///
+    /// - Returns: A messenger for it, with this listener's configuration.
+    /// - Throws: ``TobyError/closed`` once ``close()`` was called (also
+    ///   waking an `accept` blocked at that moment), or
+    ///   ``TobyError/system(operation:errno:)`` (for example `EMFILE`).
+    public func accept() throws(TobyError) -> TobyMessenger {
+        var fd: Int32 = -1
+        var peer = [CChar](repeating: 0, count: 64)
+        let rc = toby_socket_accept(socket.fd, &fd, &peer, peer.count)
+        if rc != 0 {
+            if lock.withLock({ closed }) { throw .closed }
+            throw .system(operation: "accept", errno: -rc)
+        }
+        if lock.withLock({ closed }) {
+            _ = Glibc.close(fd)
+            throw .closed
+        }
+        let peerText = unixPath.map { "unix:\($0)" } ?? String(decoding: peer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return TobyMessenger(owning: fd, peer: peerText, configuration: configuration)
+    }
+
+    /// Stops listening: wakes a blocked ``accept()`` (which throws
+    /// ``TobyError/closed``) and removes the Unix socket file. Connections
+    /// already accepted are not affected. Calling it again does nothing.
+    public func close() {
+        let first = lock.withLock { () -> Bool in
+            defer { closed = true }
+            return !closed
+        }
+        guard first else { return }
+        // shutdown wakes a thread blocked in accept(); the fd itself closes
+        // with the last owner, so its number cannot be reused under it.
+        socket.shutdown(Int32(SHUT_RDWR))
+        if let unixPath { _ = unlink(unixPath) }
+    }
+}

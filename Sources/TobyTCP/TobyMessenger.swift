@@ -1,0 +1,205 @@
+import CTobyFrame
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One TobyTcp connection: send whole messages, and receive them through the
+/// ``TobyReceiver`` that ``start()`` returns.
+///
+/// ```swift
+/// let messenger = try TobyMessenger.connect(host: "127.0.0.1", port: 15235)
+/// let receiver = try messenger.start()
+/// try messenger.send("toby is a good dog")
+/// let reply = try receiver.receive()
+/// try messenger.close()
+/// ```
+///
+/// A messenger is `Sendable`: any number of threads may send through it at
+/// once, with no lock of their own. Frames never interleave, each thread's
+/// messages keep their order, and when threads contend their frames are
+/// combined into shared `sendmsg` calls instead of one syscall each.
+///
+/// `send` returns once the message is *accepted*: either written to the
+/// kernel by this thread, or queued behind a write in progress on another
+/// thread, which will write it before giving up the socket. As with
+/// `write(2)`, acceptance is not delivery; if the connection fails, every
+/// later call throws the error. ``flush()`` waits until everything accepted
+/// is in the kernel, and ``close()`` sends everything accepted before it
+/// shuts the connection's write side.
+public final class TobyMessenger: Sendable {
+    /// The configuration of the connection.
+    public let configuration: TobyConfiguration
+
+    /// The peer's address as text (`"127.0.0.1:5000"`, `"[::1]:5000"`,
+    /// `"unix:/path"`), or `"fd N"` for a socket handed to ``init(socket:configuration:)``.
+    public let peer: String
+
+    let socket: SocketHandle
+    private let sender: FrameSender
+    private let startLock = ConditionLock()
+    nonisolated(unsafe) private var started = false  // guarded by startLock
+
+    /// Wraps a connected stream socket, taking ownership of it (the crate's
+    /// `TobyMessenger::new(stream)`): the descriptor is closed when the
+    /// messenger and its receiver are both gone.
+    ///
+    /// - Parameters:
+    ///   - socket: A connected `SOCK_STREAM` socket (TCP or Unix domain).
+    ///   - configuration: Byte order, limits and buffer sizes.
+    /// - Throws: ``TobyError/invalidConfiguration(_:)`` if `socket` is not a
+    ///   stream socket (it is then left open).
+    public convenience init(socket: Int32, configuration: TobyConfiguration = .default) throws(TobyError) {
+        var type: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        if getsockopt(socket, SOL_SOCKET, SO_TYPE, &type, &length) != 0 {
+            throw .system(operation: "getsockopt(SO_TYPE)", errno: errno)
+        }
+        guard type == Int32(SOCK_STREAM.rawValue) else {
+            throw .invalidConfiguration("descriptor \(socket) is not a stream socket")
+        }
+        self.init(owning: socket, peer: "fd \(socket)", configuration: configuration)
+    }
+
+    init(owning fd: Int32, peer: String, configuration: TobyConfiguration) {
+        self.configuration = configuration
+        self.peer = peer
+        self.socket = SocketHandle(fd: fd)
+        self.sender = FrameSender(socket: socket, configuration: configuration)
+    }
+
+    /// Connects over TCP, with `TCP_NODELAY` set.
+    ///
+    /// - Parameters:
+    ///   - host: A name or a numeric IPv4/IPv6 address; each address it
+    ///     resolves to is tried in turn.
+    ///   - port: The TCP port.
+    ///   - configuration: Byte order, limits and buffer sizes.
+    /// - Throws: ``TobyError/system(operation:errno:)`` for `connect`
+    ///   (for example `ECONNREFUSED`), ``TobyError/unresolvableHost(host:reason:)``.
+    public static func connect(
+        host: String, port: Int, configuration: TobyConfiguration = .default
+    ) throws(TobyError) -> TobyMessenger {
+        guard let port = UInt16(exactly: port) else {
+            throw .invalidConfiguration("port must be in 0...65535 (got \(port))")
+        }
+        var fd: Int32 = -1
+        var gaiError: Int32 = 0
+        let rc = toby_socket_connect_tcp(host, port, &fd, &gaiError)
+        if rc == TOBY_EINVAL {
+            throw .unresolvableHost(host: host, reason: String(cString: gai_strerror(gaiError)))
+        }
+        if rc != 0 { throw .system(operation: "connect", errno: -rc) }
+        return TobyMessenger(owning: fd, peer: TobyMessenger.describe(host: host, port: port), configuration: configuration)
+    }
+
+    /// Connects to a Unix domain stream socket.
+    ///
+    /// - Throws: ``TobyError/unixPathTooLong(path:length:limit:)`` (the path
+    ///   is never truncated), or ``TobyError/system(operation:errno:)``.
+    public static func connect(
+        unixPath: String, configuration: TobyConfiguration = .default
+    ) throws(TobyError) -> TobyMessenger {
+        try TobyListener.checkUnixPath(unixPath)
+        var fd: Int32 = -1
+        let rc = toby_socket_connect_unix(unixPath, &fd)
+        if rc != 0 { throw .system(operation: "connect", errno: -rc) }
+        return TobyMessenger(owning: fd, peer: "unix:\(unixPath)", configuration: configuration)
+    }
+
+    static func describe(host: String, port: UInt16) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    /// Returns the receiver of this connection's messages. Call it once.
+    ///
+    /// - Throws: ``TobyError/alreadyStarted`` on a second call (as the crate does).
+    public func start() throws(TobyError) -> TobyReceiver {
+        try startLock.withLock { () throws(TobyError) in
+            if started { throw TobyError.alreadyStarted }
+            started = true
+        }
+        return TobyReceiver(socket: socket, configuration: configuration)
+    }
+
+    /// Sends one message.
+    ///
+    /// - Throws: ``TobyError/frameTooLarge(length:limit:prefix:)`` before any
+    ///   byte is written if the message exceeds
+    ///   ``TobyConfiguration/maxFrameLength``; ``TobyError/closed`` after
+    ///   ``close()``; or the error that broke the connection (for example
+    ///   `EPIPE` when the peer is gone; never a `SIGPIPE`).
+    public func send(_ message: [UInt8]) throws(TobyError) {
+        try sender.send(message)
+    }
+
+    /// Sends one message from a slice of bytes.
+    public func send(_ message: ArraySlice<UInt8>) throws(TobyError) {
+        try TobyMessenger.typed({ message.withUnsafeBytes($0) }, sender: sender)
+    }
+
+    /// Sends one message from raw memory. The bytes are written directly
+    /// when no other thread is sending, and copied only if they must wait.
+    public func send(_ bytes: UnsafeRawBufferPointer) throws(TobyError) {
+        try sender.send(bytes)
+    }
+
+    /// Sends a string as one message of its UTF-8 bytes.
+    public func send(_ text: String) throws(TobyError) {
+        var text = text
+        try TobyMessenger.typed({ body in text.withUTF8 { body(UnsafeRawBufferPointer($0)) } }, sender: sender)
+    }
+
+    /// Sends any collection of bytes as one message.
+    public func send<Bytes: Collection<UInt8>>(_ bytes: Bytes) throws(TobyError) {
+        var failure: TobyError?
+        let done: Void? = bytes.withContiguousStorageIfAvailable { buffer in
+            do throws(TobyError) { try sender.send(UnsafeRawBufferPointer(buffer)) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        if done == nil { try sender.send(Array(bytes)) }
+    }
+
+    /// Runs `access`, which lends raw bytes to the closure it is given, and
+    /// sends those bytes; bridges untyped `rethrows` APIs to typed throws.
+    private static func typed(
+        _ access: ((UnsafeRawBufferPointer) -> Void) -> Void, sender: FrameSender
+    ) throws(TobyError) {
+        var failure: TobyError?
+        access { bytes in
+            do throws(TobyError) { try sender.send(bytes) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Sends a batch of messages, in order, in as few `sendmsg` calls as the
+    /// kernel allows (up to 512 frames each). Every length is checked before
+    /// any byte is written.
+    ///
+    /// - Throws: As ``send(_:)-([UInt8])``.
+    public func send(contentsOf messages: [[UInt8]]) throws(TobyError) {
+        try sender.send(contentsOf: messages)
+    }
+
+    /// Waits until every accepted message has been written to the kernel.
+    ///
+    /// - Throws: The error that broke the connection, if any.
+    public func flush() throws(TobyError) {
+        try sender.flush()
+    }
+
+    /// Closes the sending side gracefully: refuses new messages, writes
+    /// every message already accepted, then shuts down the socket's write
+    /// side so the peer sees a clean end of stream after the last one.
+    ///
+    /// The receiver keeps delivering what the peer still sends until the
+    /// peer closes too (call ``TobyReceiver/close()`` to stop it early). The
+    /// descriptor is released when the messenger and receiver are both gone.
+    /// Calling `close()` again does nothing.
+    ///
+    /// - Throws: The error that broke the connection, if accepted messages
+    ///   could not all be written.
+    public func close() throws(TobyError) {
+        try sender.close()
+    }
+}

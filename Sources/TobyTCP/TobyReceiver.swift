@@ -1,0 +1,354 @@
+import CTobyFrame
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The receiving end of a connection: whole messages, in order.
+///
+/// Get one from ``TobyMessenger/start()``. Messages can be taken in several
+/// styles, fastest first:
+///
+/// - ``receive(_:)`` lends each message's bytes where they lie in the ring
+///   buffer, with no copy and no allocation;
+/// - ``receive()`` / ``receive(timeout:)`` / ``tryReceive()`` return each
+///   message as a new `[UInt8]`;
+/// - `for message in receiver` (blocking `Sequence`);
+/// - `for try await message in receiver` (`AsyncSequence`), which never
+///   blocks a thread of Swift's cooperative pool.
+///
+/// There is no receive thread and no hand-off: the thread that asks for a
+/// message performs the `recvmsg` itself, into the ring, and every other
+/// frame that one read brought stays decoded-in-place in the ring for the
+/// next calls. A consumer that is already waiting therefore gets its message
+/// straight from the kernel.
+///
+/// **Memory bound.** A receiver holds at most its ring
+/// (``TobyConfiguration/ringCapacity``) plus the one large frame being read,
+/// which grows only as its bytes arrive (never more than twice what was
+/// received, capped at ``TobyConfiguration/maxFrameLength``). While the
+/// consumer does not call receive, nothing is read: unread data waits in the
+/// kernel's socket buffer and TCP's flow control stops the peer.
+///
+/// **Errors.** The stream ends with `nil` when the peer closes cleanly. An
+/// error (frame too large, a frame cut short, a reset) is thrown only after
+/// every complete message before it was delivered, and is then thrown again
+/// by every later call.
+///
+/// **Threads.** A receiver is `Sendable` and its methods may be called from
+/// any thread; calls are serialised, and a blocking receive holds the
+/// receiver until its message arrives. Do not mix a blocking receive and
+/// async iteration on one receiver at the same time: the async side would
+/// wait for the blocking one.
+public final class TobyReceiver: @unchecked Sendable {
+    /// The configuration of the connection.
+    public let configuration: TobyConfiguration
+
+    let socket: SocketHandle
+    private let lock = ConditionLock()
+    private let reader: UnsafeMutablePointer<toby_reader>
+    private let ring: UnsafeMutableRawPointer
+    private let limit: UInt64
+
+    // Guarded by `lock`.
+    private var ended = false
+    private var failure: TobyError?
+    private var large: [UInt8] = []       // a frame too big for the ring, being read
+    private var largeFilled = 0
+    private var largeLength = 0
+    private var scratch: UnsafeMutableRawBufferPointer?  // for frames that wrap the ring
+
+    // Set by `close()` without the lock (a blocked receive holds it).
+    private let closeLock = ConditionLock()
+    private var closedByOwner = false
+
+    /// Frames larger than this are allocated in steps as their bytes arrive.
+    static let largeInitialAllocation = 1 << 20
+
+    init(socket: SocketHandle, configuration: TobyConfiguration) {
+        self.socket = socket
+        self.configuration = configuration
+        self.limit = UInt64(configuration.maxFrameLength)
+        ring = .allocate(byteCount: configuration.ringCapacity, alignment: 64)
+        reader = .allocate(capacity: 1)
+        let rc = toby_reader_init(
+            reader, ring.assumingMemoryBound(to: UInt8.self), configuration.ringCapacity,
+            UInt64(configuration.maxFrameLength), configuration.cByteOrder, socket.fd, toby_io_system())
+        precondition(rc == 0, "toby_reader_init: \(rc)")
+    }
+
+    deinit {
+        reader.deallocate()
+        ring.deallocate()
+        scratch?.deallocate()
+    }
+
+    /// The error that ended the stream, or `nil` while it is healthy or after
+    /// a clean end. Useful after a `for message in receiver` loop, which
+    /// cannot throw.
+    public var error: TobyError? {
+        lock.withLock { failure }
+    }
+
+    // MARK: Receiving
+
+    /// Waits for the next message.
+    ///
+    /// If ``TobyConfiguration/readTimeout`` is set, waits at most that long.
+    ///
+    /// - Returns: The message, or `nil` once the peer has closed the stream
+    ///   cleanly and every message was delivered.
+    /// - Throws: ``TobyError`` when the stream failed (after every complete
+    ///   message before the failure was returned), or
+    ///   ``TobyError/timedOut(_:)`` when the configured read timeout passed.
+    public func receive() throws(TobyError) -> [UInt8]? {
+        if let timeout = configuration.readTimeout { return try receive(timeout: timeout) }
+        lock.lock()
+        defer { lock.unlock() }
+        while true {
+            let outcome = try step(flags: 0, deadline: nil)
+            // EAGAIN on a blocking read only comes from a user-set SO_RCVTIMEO.
+            if case .wouldBlock = outcome { continue }
+            return try takeOwned(outcome)
+        }
+    }
+
+    /// Waits at most `timeout` for the next message.
+    ///
+    /// - Returns: The message, or `nil` at a clean end of stream.
+    /// - Throws: ``TobyError/timedOut(_:)`` if nothing complete arrived in
+    ///   time (the receiver stays usable and keeps any partial frame), or the
+    ///   error that ended the stream.
+    public func receive(timeout: Duration) throws(TobyError) -> [UInt8]? {
+        let deadline = monotonicNanoseconds() &+ timeout.clampedNanoseconds
+        lock.lock()
+        defer { lock.unlock() }
+        let outcome = try step(flags: Int32(MSG_DONTWAIT), deadline: deadline)
+        if case .wouldBlock = outcome { throw .timedOut(timeout) }
+        return try takeOwned(outcome)
+    }
+
+    /// Returns the next message if it can be had without waiting.
+    ///
+    /// - Returns: The message, or `nil` if no complete message is available yet.
+    /// - Throws: ``TobyError/endOfStream`` once the peer has closed cleanly
+    ///   and everything was delivered, or the error that ended the stream.
+    public func tryReceive() throws(TobyError) -> [UInt8]? {
+        lock.lock()
+        defer { lock.unlock() }
+        let outcome = try step(flags: Int32(MSG_DONTWAIT), deadline: 0)
+        switch outcome {
+        case .wouldBlock: return nil
+        case .end: throw .endOfStream
+        default: return try takeOwned(outcome)
+        }
+    }
+
+    /// Waits for the next message and lends its bytes to `body` without
+    /// copying them: the fastest way to consume messages.
+    ///
+    /// The buffer is valid only during `body`. It points into the ring
+    /// buffer, except for a frame that wraps around the ring's end (copied
+    /// once into a scratch buffer to be contiguous) or one larger than the
+    /// ring (read straight into its own storage). Do not call other receive
+    /// methods of this receiver from `body`.
+    ///
+    /// - Returns: What `body` returned, or `nil` at a clean end of stream.
+    /// - Throws: ``TobyError`` as ``receive()`` does, or what `body` threw.
+    public func receive<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) throws -> Result? {
+        lock.lock()
+        defer { lock.unlock() }
+        let deadline = configuration.readTimeout.map { monotonicNanoseconds() &+ $0.clampedNanoseconds }
+        let outcome = try step(flags: deadline == nil ? 0 : Int32(MSG_DONTWAIT), deadline: deadline)
+        switch outcome {
+        case .end:
+            return nil
+        case .wouldBlock:
+            throw TobyError.timedOut(configuration.readTimeout!)
+        case .owned(let message):
+            return try message.withUnsafeBytes(body)
+        case .ring(let frame):
+            defer { toby_reader_consume(reader) }
+            if frame.len.1 == 0 {
+                return try body(UnsafeRawBufferPointer(start: frame.data.0, count: frame.len.0))
+            }
+            let buffer = scratchBuffer()
+            UnsafeMutableRawBufferPointer(rebasing: buffer[0..<frame.len.0])
+                .copyMemory(from: UnsafeRawBufferPointer(start: frame.data.0, count: frame.len.0))
+            UnsafeMutableRawBufferPointer(rebasing: buffer[frame.len.0..<(frame.len.0 + frame.len.1)])
+                .copyMemory(from: UnsafeRawBufferPointer(start: frame.data.1, count: frame.len.1))
+            return try body(UnsafeRawBufferPointer(rebasing: buffer[0..<(frame.len.0 + frame.len.1)]))
+        }
+    }
+
+    /// Stops receiving: a receive blocked now or later returns `nil` (or
+    /// throws ``TobyError/closed`` if a frame was cut short). Messages
+    /// already buffered are still delivered. Does not stop the messenger
+    /// from sending.
+    public func close() {
+        closeLock.withLock { closedByOwner = true }
+        socket.shutdown(Int32(SHUT_RD))
+    }
+
+    // MARK: The state machine
+
+    /// Runs `body` on one non-blocking step, with the lock held.
+    func withLockedStep<T>(_ body: (Outcome) throws(TobyError) -> T) throws(TobyError) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(step(flags: Int32(MSG_DONTWAIT), deadline: 0))
+    }
+
+    enum Outcome {
+        case ring(toby_frame)   // complete frame in the ring; consume after use
+        case owned([UInt8])     // a large frame, read into its own storage
+        case end
+        case wouldBlock
+    }
+
+    /// One attempt at the next message; the lock must be held.
+    ///
+    /// `flags` is 0 to block in `recvmsg`, or `MSG_DONTWAIT`. With
+    /// MSG_DONTWAIT and a `deadline`, waits for readability until then
+    /// (0: don't wait). Returns `.wouldBlock` when nothing complete arrived.
+    func step(flags: Int32, deadline: UInt64?) throws(TobyError) -> Outcome {
+        while true {
+            if let failure { throw failure }
+            if ended { return .end }
+            var frame = toby_frame()
+            let status = toby_reader_next(reader, &frame)
+            switch status {
+            case Int32(TOBY_FRAME):
+                return .ring(frame)
+            case Int32(TOBY_FRAME_DIRECT):
+                if try readLarge(length: frame.length, flags: flags, deadline: deadline) {
+                    let message = large
+                    large = []
+                    largeFilled = 0
+                    return .owned(message)
+                }
+                return .wouldBlock
+            case Int32(TOBY_NEED_MORE):
+                let n = toby_reader_fill(reader, flags)
+                if n >= 0 { continue }
+                if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) {
+                    if try waitForData(flags: flags, deadline: deadline) { continue }
+                    return .wouldBlock
+                }
+                continue  // sticky error: the next toby_reader_next reports it in order
+            case Int32(TOBY_END):
+                ended = true
+                return .end
+            default:
+                throw fail(status, frame)
+            }
+        }
+    }
+
+    /// After EAGAIN: true if it is worth reading again.
+    private func waitForData(flags: Int32, deadline: UInt64?) throws(TobyError) -> Bool {
+        guard let deadline, deadline > 0 else { return false }
+        return try socket.waitReadable(deadline: deadline)
+    }
+
+    /// Reads a frame too large for the ring into `large`, growing it as
+    /// bytes arrive so a peer cannot make us allocate what it only claims.
+    /// Returns true when the frame is complete.
+    private func readLarge(length: UInt64, flags: Int32, deadline: UInt64?) throws(TobyError) -> Bool {
+        let total = Int(length)  // <= maxFrameLength <= Int.max, checked by the C reader
+        if largeLength != total || large.isEmpty {
+            largeLength = total
+            largeFilled = 0
+            large = TobyReceiver.uninitializedBytes(Swift.min(total, TobyReceiver.largeInitialAllocation))
+        }
+        while largeFilled < total {
+            if largeFilled == large.count {
+                let grown = Swift.min(total, large.count * 2)
+                large = TobyReceiver.uninitializedBytes(grown, copying: large, count: largeFilled)
+            }
+            let filled = largeFilled
+            let room = large.count - filled
+            let n = large.withUnsafeMutableBytes { buffer in
+                toby_reader_direct_fill(reader, buffer.baseAddress! + filled, room, flags)
+            }
+            if n > 0 {
+                largeFilled += n
+                continue
+            }
+            if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) {
+                if try waitForData(flags: flags, deadline: deadline) { continue }
+                return false
+            }
+            var frame = toby_frame()
+            let status = toby_reader_next(reader, &frame)
+            throw fail(status < 0 ? status : Int32(n), frame)
+        }
+        return true
+    }
+
+    /// Records and returns the sticky error for a negative status.
+    private func fail(_ status: Int32, _ frame: toby_frame) -> TobyError {
+        let ownerClosed = closeLock.withLock { closedByOwner }
+        let error: TobyError
+        switch status {
+        case TOBY_EFRAMETOOLARGE:
+            let prefix = withUnsafeBytes(of: frame.prefix) { Array($0) }
+            error = .frameTooLarge(length: frame.length, limit: limit, prefix: prefix)
+            // The stream cannot be resynchronised: stop the peer too.
+            socket.shutdown(Int32(SHUT_RDWR))
+        case TOBY_ETRUNCATED:
+            error = ownerClosed ? .closed : .truncatedFrame(expected: frame.expected, received: frame.received)
+        default:
+            error = TobyError.fromCode(Int(status), operation: "recvmsg")
+        }
+        large = []
+        failure = error
+        return error
+    }
+
+    func takeOwned(_ outcome: Outcome) throws(TobyError) -> [UInt8]? {
+        switch outcome {
+        case .end:
+            return nil
+        case .wouldBlock:
+            return nil
+        case .owned(let message):
+            return message
+        case .ring(let frame):
+            let count = frame.len.0 + frame.len.1
+            let message = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+                if frame.len.0 > 0 {
+                    UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: frame.data.0!, byteCount: frame.len.0)
+                }
+                if frame.len.1 > 0 {
+                    UnsafeMutableRawPointer(buffer.baseAddress! + frame.len.0)
+                        .copyMemory(from: frame.data.1!, byteCount: frame.len.1)
+                }
+                initialized = count
+            }
+            toby_reader_consume(reader)
+            return message
+        }
+    }
+
+    private func scratchBuffer() -> UnsafeMutableRawBufferPointer {
+        if let scratch { return scratch }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: configuration.ringCapacity, alignment: 16)
+        scratch = buffer
+        return buffer
+    }
+
+    /// An array of `count` bytes whose contents are about to be overwritten
+    /// by a read; optionally starting with `count` bytes of `old`.
+    private static func uninitializedBytes(_ count: Int, copying old: [UInt8] = [], count keep: Int = 0) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            if keep > 0 {
+                old.withUnsafeBufferPointer { source in
+                    buffer.baseAddress!.update(from: source.baseAddress!, count: keep)
+                }
+            }
+            // Bytes past `keep` are written by recvmsg before anyone reads them.
+            initialized = count
+        }
+    }
+}

@@ -1,0 +1,1 @@
+print("toby: not yet implemented")
