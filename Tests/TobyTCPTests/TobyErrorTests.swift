@@ -1,0 +1,38 @@
+import XCTest
+
+@testable import TobyTCP
+
+final class TobyErrorTests: XCTestCase {
+    func testFrameTooLargeCarriesTheNumbers() {
+        let error = TobyError.frameTooLarge(length: 1_000_000, limit: 1000, prefix: [0x40, 0x42, 0x0f, 0, 0, 0, 0, 0])
+        XCTAssertTrue(error.description.contains("1000000"), error.description)
+        XCTAssertTrue(error.description.contains("1000 bytes"), error.description)
+        XCTAssertTrue(error.description.contains("40 42 0f 00"), error.description)
+        XCTAssertFalse(error.description.contains("text protocol"), error.description)
+    }
+
+    func testPrintablePrefixSaysThePeerSpeaksText() {
+        let prefix = Array("GET / HT".utf8)
+        let length = TobyProtocol.length(fromPrefix: prefix)!
+        let error = TobyError.frameTooLarge(length: length, limit: 64 << 20, prefix: prefix)
+        XCTAssertTrue(error.description.contains("text protocol"), error.description)
+        XCTAssertTrue(error.description.contains("GET / HT"), error.description)
+    }
+
+    func testTruncatedSaysHowManyBytesWereMissing() {
+        let error = TobyError.truncatedFrame(expected: 1032, received: 100)
+        XCTAssertEqual(error.missingBytes, 932)
+        XCTAssertTrue(error.description.contains("932 bytes missing"), error.description)
+        XCTAssertTrue(error.description.contains("1024-byte payload"), error.description)
+        let prefixCut = TobyError.truncatedFrame(expected: 8, received: 3)
+        XCTAssertTrue(prefixCut.description.contains("length prefix"), prefixCut.description)
+        XCTAssertTrue(prefixCut.description.contains("5 bytes missing"), prefixCut.description)
+    }
+
+    func testSystemErrorNamesTheCallAndErrno() {
+        let error = TobyError.system(operation: "recvmsg", errno: ECONNRESET)
+        XCTAssertTrue(error.description.contains("'recvmsg'"), error.description)
+        XCTAssertTrue(error.description.contains("(\(ECONNRESET))"), error.description)
+        XCTAssertTrue(error.description.lowercased().contains("reset"), error.description)
+    }
+}
