@@ -10,11 +10,11 @@ import Glibc
 /// A connected pair: a TobyMessenger on one end, a raw socket on the other,
 /// so tests can write exact bytes (split anywhere) and read exact bytes.
 final class RawPeer: @unchecked Sendable {
-    let fd: Int32
+    private(set) var fd: Int32
 
     init(fd: Int32) { self.fd = fd }
 
-    deinit { close(fd) }
+    deinit { if fd >= 0 { close(fd) } }
 
     func write(_ bytes: [UInt8]) {
         var offset = 0
@@ -39,11 +39,17 @@ final class RawPeer: @unchecked Sendable {
 
     func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
 
+    func closeNow() {
+        close(fd)
+        fd = -1
+    }
+
     /// Closes with SO_LINGER 0: the kernel sends a reset.
     func reset() {
         var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
-        shutdown(fd, Int32(SHUT_RD))
+        close(fd)
+        fd = -1
     }
 }
 

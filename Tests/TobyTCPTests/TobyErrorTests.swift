@@ -36,3 +36,18 @@ final class TobyErrorTests: XCTestCase {
         XCTAssertTrue(error.description.lowercased().contains("reset"), error.description)
     }
 }
+
+final class TobyErrorReadmeTests: XCTestCase {
+    /// The README quotes this message; keep the two in step.
+    func testReadmeFrameTooLargeExample() throws {
+        let (messenger, peer) = try makePair()
+        let receiver = try messenger.start()
+        peer.write(Array("HTTP/1.1 200 OK\r\n\r\n".utf8))
+        XCTAssertThrowsError(try receiver.receive()) { error in
+            XCTAssertEqual(
+                "\(error)",
+                "frame too large: peer announced 3543824036068086856 bytes, over the maximum frame length of 67108864 bytes (prefix bytes 48 54 54 50 2f 31 2e 31); connection closed, nothing allocated. The prefix reads as text (\"HTTP/1.1\"): the peer looks like it speaks a text protocol (HTTP, Redis, a shell?), not TobyTcp"
+            )
+        }
+    }
+}

@@ -1,1 +1,0 @@
-print("toby: not yet implemented")
