@@ -45,5 +45,7 @@ let package = Package(
         ),
         .testTarget(name: "CTobyFrameTests", dependencies: ["CTobyFrame"]),
         .testTarget(name: "TobyTCPTests", dependencies: ["TobyTCP", "CTobyFrame"]),
+        // Runs the built `toby` binary as a subprocess (found next to the test bundle).
+        .testTarget(name: "TobyToolTests", path: "Tests/TobyToolTests"),
     ]
 )

@@ -1,0 +1,43 @@
+import ArgumentParser
+import TobyTCP
+
+struct ListenCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "listen",
+        abstract: "Accept connections and print every message received, one per line.",
+        discussion: """
+            Prints 'listening on ADDRESS' first, then one line per message: the \
+            peer's address, ': ', and the message, as text when it is printable \
+            UTF-8, otherwise as 0x followed by hex (always hex, without 0x, with \
+            --hex). Runs until SIGINT or SIGTERM, then exits with status 0. \
+            Nothing is sent back.
+
+            Examples:
+              toby listen --port 15235
+              toby listen --unix /tmp/toby.sock --hex
+            """)
+
+    @OptionGroup(title: "Address") var endpoint: EndpointOptions
+    @OptionGroup(title: "Framing") var framing: FramingOptions
+
+    @Flag(help: "Print every message as hex.")
+    var hex = false
+
+    func run() throws {
+        let hex = self.hex
+        try Server.run(endpoint: endpoint, framing: framing) { messenger in
+            ListenCommand.show(messenger, hex: hex)
+        }
+    }
+
+    static func show(_ messenger: TobyMessenger, hex: Bool) {
+        let prefix = messenger.peer + ": "
+        do {
+            let receiver = try messenger.start()
+            while try receiver.receive({ bytes in Output.line(prefix + Hex.display(bytes, hex: hex)) }) != nil {}
+        } catch {
+            Output.error("\(messenger.peer): \(error)")
+        }
+        try? messenger.close()
+    }
+}

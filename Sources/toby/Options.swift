@@ -1,0 +1,111 @@
+import ArgumentParser
+import TobyTCP
+
+/// `--byte-order little|big`.
+enum ByteOrderArgument: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case little
+    case big
+
+    var byteOrder: TobyConfiguration.ByteOrder {
+        self == .little ? .littleEndian : .bigEndian
+    }
+}
+
+/// A byte count such as `1048576`, `64K`, `16MiB` or `1G` (powers of 1024).
+struct ByteCount: ExpressibleByArgument, Sendable {
+    let bytes: Int
+
+    init(bytes: Int) {
+        self.bytes = bytes
+    }
+
+    init?(argument: String) {
+        var text = Substring(argument.lowercased())
+        for suffix in ["ib", "b"] where text.hasSuffix(suffix) {
+            text = text.dropLast(suffix.count)
+            break
+        }
+        var shift = 0
+        switch text.last {
+        case "k": shift = 10
+        case "m": shift = 20
+        case "g": shift = 30
+        default: break
+        }
+        if shift > 0 { text = text.dropLast() }
+        guard let value = Int(text), value >= 0, value <= Int.max >> shift else { return nil }
+        bytes = value << shift
+    }
+
+    var defaultValueDescription: String {
+        bytes % (1 << 20) == 0 ? "\(bytes >> 20)MiB" : "\(bytes)"
+    }
+}
+
+/// Where to listen or connect: `--port P [--host H]` or `--unix PATH`.
+struct EndpointOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "TCP port. For echo and listen, 0 picks a free port (the real one is printed).",
+        valueName: "port"))
+    var port: Int?
+
+    @Option(help: ArgumentHelp(
+        "Host name or IP address (default 127.0.0.1). Servers: 0.0.0.0 or :: for every interface.",
+        valueName: "host"))
+    var host: String?
+
+    @Option(name: .customLong("unix"), help: ArgumentHelp(
+        "Use the Unix domain socket at this path instead of TCP.", valueName: "path"))
+    var unixPath: String?
+
+    func validate() throws {
+        switch (port, unixPath) {
+        case (nil, nil):
+            throw ValidationError("Give a TCP port (--port) or a Unix socket path (--unix).")
+        case (.some, .some):
+            throw ValidationError("--port and --unix cannot be used together.")
+        default:
+            break
+        }
+        if unixPath != nil, host != nil {
+            throw ValidationError("--host applies to TCP only; it cannot be used with --unix.")
+        }
+        if let port, !(0...65535).contains(port) {
+            throw ValidationError("--port must be in 0...65535 (got \(port)).")
+        }
+    }
+
+    /// Binds a listener (echo, listen).
+    func listen(configuration: TobyConfiguration) throws(TobyError) -> TobyListener {
+        if let unixPath {
+            return try TobyListener(unixPath: unixPath, configuration: configuration)
+        }
+        return try TobyListener(host: host ?? "127.0.0.1", port: port ?? 0, configuration: configuration)
+    }
+
+    /// Connects a messenger (send).
+    func connect(configuration: TobyConfiguration) throws(TobyError) -> TobyMessenger {
+        if let unixPath {
+            return try TobyMessenger.connect(unixPath: unixPath, configuration: configuration)
+        }
+        return try TobyMessenger.connect(host: host ?? "127.0.0.1", port: port ?? 0, configuration: configuration)
+    }
+}
+
+/// `--byte-order` and `--max-frame`: the wire settings both ends must share.
+struct FramingOptions: ParsableArguments {
+    @Option(name: .customLong("byte-order"), help: ArgumentHelp(
+        "Byte order of the 8-byte length prefix: little (TobyTcp default) or big (the Rust tobytcp crate). Both ends must agree.",
+        valueName: "order"))
+    var byteOrder: ByteOrderArgument = .little
+
+    @Option(name: .customLong("max-frame"), help: ArgumentHelp(
+        "Largest message accepted or sent, in bytes (suffixes K, M, G allowed). A peer announcing more is disconnected.",
+        valueName: "bytes"))
+    var maxFrame: ByteCount = ByteCount(bytes: 64 << 20)
+
+    func configuration(readTimeout: Duration? = nil) throws(TobyError) -> TobyConfiguration {
+        try TobyConfiguration(
+            byteOrder: byteOrder.byteOrder, maxFrameLength: maxFrame.bytes, readTimeout: readTimeout)
+    }
+}

@@ -1,0 +1,132 @@
+import ArgumentParser
+import TobyTCP
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Threads, signals and the accept loop shared by `echo` and `listen`.
+enum Server {
+    /// Runs a server until SIGINT or SIGTERM: binds, prints
+    /// `listening on ADDRESS`, then accepts connections, each served by
+    /// `handle` on a thread of its own. On a signal it closes the listener
+    /// (which removes a Unix socket file) and exits with status 0.
+    static func run(
+        endpoint: EndpointOptions, framing: FramingOptions,
+        handle: @escaping @Sendable (TobyMessenger) -> Void
+    ) throws -> Never {
+        // Handlers first, so a signal sent as soon as the line is read is ours.
+        let signals = try SignalPipe(catching: [SIGINT, SIGTERM])
+        let listener: TobyListener
+        do {
+            listener = try endpoint.listen(configuration: try framing.configuration())
+        } catch {
+            Output.error(error.description)
+            throw ExitCode.failure
+        }
+        Output.line("listening on \(listener.address)")
+
+        try Threads.spawn {
+            while true {
+                let messenger: TobyMessenger
+                do throws(TobyError) {
+                    messenger = try listener.accept()
+                } catch .closed {
+                    return
+                } catch {
+                    // EMFILE and friends: say so, back off a little, go on.
+                    Output.error("accept: \(error.description)")
+                    usleep(50_000)
+                    continue
+                }
+                do {
+                    try Threads.spawn { handle(messenger) }
+                } catch {
+                    Output.error("\(messenger.peer): \(error)")
+                }
+            }
+        }
+
+        signals.wait()
+        listener.close()
+        exit(0)
+    }
+}
+
+/// Threads without Foundation: one pthread per body, detached or joinable.
+enum Threads {
+    private final class Body {
+        let run: @Sendable () -> Void
+        init(_ run: @escaping @Sendable () -> Void) { self.run = run }
+    }
+
+    struct Handle: @unchecked Sendable {
+        fileprivate let thread: pthread_t
+
+        func join() {
+            _ = pthread_join(thread, nil)
+        }
+    }
+
+    /// Starts a detached thread.
+    static func spawn(_ body: @escaping @Sendable () -> Void) throws {
+        let handle = try start(body)
+        _ = pthread_detach(handle.thread)
+    }
+
+    /// Starts a thread to be joined with ``Handle/join()``.
+    static func start(_ body: @escaping @Sendable () -> Void) throws -> Handle {
+        let context = Unmanaged.passRetained(Body(body)).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { context in
+            let body = Unmanaged<Body>.fromOpaque(context!).takeRetainedValue()
+            body.run()
+            return nil
+        }, context)
+        guard rc == 0 else {
+            Unmanaged<Body>.fromOpaque(context).release()
+            throw ToolError("cannot start a thread: \(String(cString: strerror(rc)))")
+        }
+        return Handle(thread: thread)
+    }
+}
+
+/// A self-pipe: the signal handler writes the signal number into it, and
+/// ``wait()`` reads it on an ordinary thread, where closing and exiting are
+/// safe. Works whichever thread the kernel picks to run the handler.
+struct SignalPipe {
+    private let readEnd: Int32
+
+    init(catching signals: [Int32]) throws {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else {
+            throw ToolError("cannot create the signal pipe: \(String(cString: strerror(errno)))")
+        }
+        readEnd = fds[0]
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        signalPipeWriteEnd = fds[1]
+        for signal in signals {
+            _ = Glibc.signal(signal, { number in
+                var byte = UInt8(truncatingIfNeeded: number)
+                _ = write(signalPipeWriteEnd, &byte, 1)
+            })
+        }
+    }
+
+    /// Blocks until one of the signals arrives.
+    func wait() {
+        var byte: UInt8 = 0
+        while read(readEnd, &byte, 1) < 0 && errno == EINTR {}
+    }
+}
+
+/// Written once, before the handlers are installed; then only read.
+nonisolated(unsafe) private var signalPipeWriteEnd: Int32 = -1
+
+/// A failure of the tool itself (not of a connection), shown as `toby: …`.
+struct ToolError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,21 @@
+import ArgumentParser
+
+@main
+struct TobyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "toby",
+        abstract: "Send, receive and echo TobyTcp messages (an 8-byte length prefix, then the payload).",
+        discussion: """
+            The prefix is little-endian by default; use --byte-order big on both \
+            ends to talk to services built on the Rust tobytcp crate. Servers print \
+            'listening on ADDRESS' when ready and stop cleanly on SIGINT or SIGTERM. \
+            Errors print one line, 'toby: …', on stderr and exit with status 1.
+
+            Examples:
+              toby echo --port 15235 &
+              toby send --port 15235 --replies 2 hello world
+              toby listen --unix /tmp/toby.sock
+              toby send --unix /tmp/toby.sock --hex 00ff10
+            """,
+        subcommands: [EchoCommand.self, SendCommand.self, ListenCommand.self])
+}

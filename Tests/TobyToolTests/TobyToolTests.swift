@@ -1,0 +1,289 @@
+import Foundation
+import XCTest
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs the `toby` binary as a subprocess. Servers are started with
+/// `--port 0` (or a Unix socket in a temporary directory) and are waited for
+/// by reading their `listening on` line; nothing sleeps.
+final class TobyToolTests: XCTestCase {
+    private var processes: [ToolProcess] = []
+    private var temporaryDirectories: [String] = []
+
+    override func tearDown() {
+        for process in processes { process.kill() }
+        processes.removeAll()
+        for directory in temporaryDirectories { try? FileManager.default.removeItem(atPath: directory) }
+        temporaryDirectories.removeAll()
+        super.tearDown()
+    }
+
+    /// Starts a long-running `toby` (a server), killed in tearDown.
+    private func start(_ arguments: [String]) throws -> ToolProcess {
+        let process = try ToolProcess(arguments)
+        processes.append(process)
+        return process
+    }
+
+    /// Runs `toby` to completion with `input` on stdin.
+    private func run(_ arguments: [String], input: String = "") throws -> ToolResult {
+        let process = try start(arguments)
+        process.finishInput(input)
+        let stdout = try process.stdout.readToEnd()
+        let stderr = try process.stderr.readToEnd()
+        let (reason, status) = try process.waitForExit()
+        return ToolResult(status: status, reason: reason, stdout: stdout, stderr: stderr)
+    }
+
+    /// An echo server on a free port; returns it and its port.
+    private func echoServer(_ extra: [String] = []) throws -> (ToolProcess, String) {
+        let server = try start(["echo", "--port", "0"] + extra)
+        return (server, String(try server.listeningPort()))
+    }
+
+    /// A short temporary directory (Unix socket paths are limited to ~107 bytes).
+    private func temporaryDirectory() throws -> String {
+        var template = Array("/tmp/toby-test-XXXXXX".utf8CString)
+        guard let path = mkdtemp(&template) else { throw ToolTestError("mkdtemp: errno \(errno)") }
+        let directory = String(cString: path)
+        temporaryDirectories.append(directory)
+        return directory
+    }
+
+    // MARK: echo + send
+
+    func testEchoRepliesInOrder() throws {
+        let (_, port) = try echoServer()
+        let result = try run(["send", "--port", port, "--replies", "2", "a", "b"])
+        XCTAssertEqual(result.stdout, "a\nb\n")
+        XCTAssertEqual(result.stderr, "")
+        XCTAssertEqual(result.status, 0)
+    }
+
+    func testStdinLinesPipelinedAndLargerThanTheRingComeBackInOrder() throws {
+        let (_, port) = try echoServer()
+        var lines = (0..<3000).map { "message \($0)" }
+        lines.insert(String(repeating: "x", count: 200_000), at: 1500)  // > 64 KiB ring
+        lines.insert("", at: 10)  // an empty message
+        let input = lines.joined(separator: "\n") + "\n"
+        let result = try run(["send", "--port", port, "--replies", String(lines.count)], input: input)
+        XCTAssertEqual(result.stderr, "")
+        XCTAssertEqual(result.status, 0)
+        XCTAssertTrue(result.stdout == input, "replies differ from what was sent")
+    }
+
+    func testManyClientsAtOnce() throws {
+        let (server, port) = try echoServer()
+        // A connection that stays open and idle does not hold the others up.
+        let idle = try RawSocket(port: Int(port)!)
+        let clients = try (0..<6).map { client in
+            try start(["send", "--port", port, "--replies", "3"] + (0..<3).map { "c\(client)-\($0)" })
+        }
+        for (client, process) in clients.enumerated() {
+            process.finishInput("")
+            XCTAssertEqual(try process.stdout.readToEnd(), "c\(client)-0\nc\(client)-1\nc\(client)-2\n")
+            XCTAssertEqual(try process.waitForExit().status, 0)
+        }
+        try idle.write(prefix(4) + Array("idle".utf8))
+        XCTAssertEqual(try idle.read(12), prefix(4) + Array("idle".utf8))
+        server.signal(SIGTERM)
+        XCTAssertEqual(try server.waitForExit().status, 0)
+    }
+
+    func testHexRoundTrip() throws {
+        let (_, port) = try echoServer()
+        let result = try run(["send", "--port", port, "--hex", "--replies", "3", "00ff10", "0x6869", ""])
+        XCTAssertEqual(result.stdout, "00ff10\n6869\n\n")
+        XCTAssertEqual(result.status, 0)
+
+        let fromStdin = try run(["send", "--port", port, "--hex", "--replies", "1"], input: "de ad be ef\n")
+        XCTAssertEqual(fromStdin.stdout, "deadbeef\n")
+
+        let invalid = try run(["send", "--port", port, "--hex", "xyz"])
+        XCTAssertNotEqual(invalid.status, 0)
+        XCTAssertTrue(invalid.stderr.contains("not hex"), invalid.stderr)
+    }
+
+    func testNonPrintableRepliesArePrintedAsHex() throws {
+        let (_, port) = try echoServer()
+        let result = try run(["send", "--port", port, "--replies", "3", "bell\u{07}", "tab\there", "héllo"])
+        XCTAssertEqual(result.stdout, "0x62656c6c07\ntab\there\nhéllo\n")
+    }
+
+    // MARK: listen
+
+    func testListenPrintsMessagesWithThePeerAddress() throws {
+        let listener = try start(["listen", "--port", "0"])
+        let port = String(try listener.listeningPort())
+        let sent = try run(["send", "--port", port, "hello", "wörld"])
+        XCTAssertEqual(sent.status, 0)
+        let first = try XCTUnwrap(listener.stdout.readLine())
+        let second = try XCTUnwrap(listener.stdout.readLine())
+        let peer = try XCTUnwrap(first.range(of: ": hello")).lowerBound
+        let address = String(first[..<peer])
+        XCTAssertTrue(address.hasPrefix("127.0.0.1:"), first)
+        XCTAssertNotNil(Int(address.dropFirst("127.0.0.1:".count)), first)
+        XCTAssertEqual(first, "\(address): hello")
+        XCTAssertEqual(second, "\(address): wörld")
+
+        _ = try run(["send", "--port", port, "--hex", "00ff"])
+        let third = try XCTUnwrap(listener.stdout.readLine())
+        XCTAssertTrue(third.hasPrefix("127.0.0.1:") && third.hasSuffix(": 0x00ff"), third)
+
+        listener.signal(SIGINT)
+        let exit = try listener.waitForExit()
+        XCTAssertEqual(exit.reason, .exit)
+        XCTAssertEqual(exit.status, 0)
+    }
+
+    // MARK: Unix sockets and byte order
+
+    func testUnixSocketEcho() throws {
+        let path = try temporaryDirectory() + "/echo.sock"
+        let server = try start(["echo", "--unix", path])
+        XCTAssertEqual(try server.listeningAddress(), "unix:\(path)")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: path))
+        let result = try run(["send", "--unix", path, "--replies", "2", "over", "unix"])
+        XCTAssertEqual(result.stdout, "over\nunix\n")
+        XCTAssertEqual(result.status, 0)
+        server.signal(SIGTERM)
+        XCTAssertEqual(try server.waitForExit().status, 0)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path), "the socket file should be removed")
+    }
+
+    func testBigEndian() throws {
+        let (server, port) = try echoServer(["--byte-order", "big"])
+        let result = try run(["send", "--port", port, "--byte-order", "big", "--replies", "1", "big end"])
+        XCTAssertEqual(result.stdout, "big end\n")
+        XCTAssertEqual(result.status, 0)
+
+        // On the wire: a big-endian prefix comes back as a big-endian prefix.
+        let raw = try RawSocket(port: Int(port)!)
+        try raw.write(prefix(3, bigEndian: true) + Array("abc".utf8))
+        XCTAssertEqual(try raw.read(11), [0, 0, 0, 0, 0, 0, 0, 3] + Array("abc".utf8))
+
+        // A little-endian client's prefix reads as 2^56 bytes: dropped.
+        let mismatch = try run(["send", "--port", port, "--replies", "1", "hi"])
+        XCTAssertNotEqual(mismatch.status, 0)
+        let logged = try XCTUnwrap(server.stderr.readLine())
+        XCTAssertTrue(logged.contains("frame too large") && logged.contains("144115188075855872"), logged)
+    }
+
+    // MARK: Bad peers, signals, errors
+
+    func testBadPeersAreDroppedWhileOtherConnectionsKeepWorking() throws {
+        let (server, port) = try echoServer()
+        let good = try RawSocket(port: Int(port)!)
+        try good.write(prefix(5) + Array("first".utf8))
+        XCTAssertEqual(try good.read(13), prefix(5) + Array("first".utf8))
+
+        let huge = try RawSocket(port: Int(port)!)
+        try huge.write(prefix(1 << 63))
+        XCTAssertNil(try huge.read(1), "the server should close a peer announcing 2^63 bytes")
+        let tooLarge = try XCTUnwrap(server.stderr.readLine())
+        XCTAssertTrue(tooLarge.hasPrefix("toby: 127.0.0.1:"), tooLarge)
+        XCTAssertTrue(tooLarge.contains("frame too large") && tooLarge.contains("9223372036854775808"), tooLarge)
+
+        let cut = try RawSocket(port: Int(port)!)
+        try cut.write(prefix(10) + Array("abc".utf8))
+        cut.shutdownWrite()
+        XCTAssertNil(try cut.read(1))
+        let truncated = try XCTUnwrap(server.stderr.readLine())
+        XCTAssertTrue(truncated.contains("truncated frame") && truncated.contains("7 bytes missing"), truncated)
+
+        try good.write(prefix(6) + Array("second".utf8))
+        XCTAssertEqual(try good.read(14), prefix(6) + Array("second".utf8))
+        let result = try run(["send", "--port", port, "--replies", "1", "still serving"])
+        XCTAssertEqual(result.stdout, "still serving\n")
+
+        // A clean close is not an error: nothing more on stderr.
+        good.shutdownWrite()
+        XCTAssertNil(try good.read(1))
+        server.signal(SIGTERM)
+        XCTAssertEqual(try server.waitForExit().status, 0)
+        XCTAssertEqual(try server.stderr.readToEnd(), "")
+    }
+
+    func testMaxFrameLimitsThePeer() throws {
+        let (server, port) = try echoServer(["--max-frame", "4"])
+        let fits = try run(["send", "--port", port, "--replies", "1", "four"])
+        XCTAssertEqual(fits.stdout, "four\n")
+        let over = try RawSocket(port: Int(port)!)
+        try over.write(prefix(5) + Array("fives".utf8))
+        XCTAssertNil(try over.read(1))
+        let logged = try XCTUnwrap(server.stderr.readLine())
+        XCTAssertTrue(logged.contains("maximum frame length of 4 bytes"), logged)
+    }
+
+    func testSigtermEndsTheEchoServerWithStatusZero() throws {
+        let (server, port) = try echoServer()
+        let open = try RawSocket(port: Int(port)!)  // an open connection does not delay the exit
+        try open.write(prefix(2) + Array("hi".utf8))
+        XCTAssertEqual(try open.read(10), prefix(2) + Array("hi".utf8))
+        server.signal(SIGTERM)
+        let exit = try server.waitForExit()
+        XCTAssertEqual(exit.reason, .exit)
+        XCTAssertEqual(exit.status, 0)
+        XCTAssertEqual(try server.stderr.readToEnd(), "")
+    }
+
+    func testSendToAClosedPortFailsWithOneLine() throws {
+        let (server, port) = try echoServer()
+        server.signal(SIGTERM)
+        XCTAssertEqual(try server.waitForExit().status, 0)
+        let result = try run(["send", "--port", port, "hello"])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertEqual(result.reason, .exit)
+        XCTAssertEqual(result.stdout, "")
+        XCTAssertEqual(result.stderrLines.count, 1, result.stderr)
+        XCTAssertTrue(result.stderr.hasPrefix("toby: "), result.stderr)
+        XCTAssertTrue(result.stderr.contains("Connection refused"), result.stderr)
+    }
+
+    func testSendErrors() throws {
+        let (_, port) = try echoServer()
+        let tooLarge = try run(["send", "--port", port, "--max-frame", "3", "hello"])
+        XCTAssertEqual(tooLarge.status, 1)
+        XCTAssertEqual(tooLarge.stderrLines.count, 1, tooLarge.stderr)
+        XCTAssertTrue(tooLarge.stderr.hasPrefix("toby: frame too large"), tooLarge.stderr)
+
+        let missing = try run(["send", "--port", port, "--replies", "3", "a", "b"])
+        XCTAssertEqual(missing.stdout, "a\nb\n")
+        XCTAssertEqual(missing.status, 1)
+        XCTAssertTrue(missing.stderr.contains("after 2 of 3 replies"), missing.stderr)
+
+        let silent = try SilentListener()
+        let timedOut = try run(["send", "--port", String(silent.port), "--replies", "1", "--timeout", "0.2", "anyone?"])
+        XCTAssertEqual(timedOut.status, 1)
+        XCTAssertTrue(timedOut.stderr.hasPrefix("toby: timed out"), timedOut.stderr)
+
+        let unixTooLong = try run(["send", "--unix", "/tmp/" + String(repeating: "x", count: 200), "x"])
+        XCTAssertEqual(unixTooLong.status, 1)
+        XCTAssertTrue(unixTooLong.stderr.contains("too long"), unixTooLong.stderr)
+
+        let noAddress = try run(["send", "x"])
+        XCTAssertNotEqual(noAddress.status, 0)
+        XCTAssertTrue(noAddress.stderr.contains("--port"), noAddress.stderr)
+
+        let inUse = try run(["echo", "--port", port])
+        XCTAssertEqual(inUse.status, 1)
+        XCTAssertTrue(inUse.stderr.contains("Address already in use"), inUse.stderr)
+    }
+
+    func testHelp() throws {
+        let top = try run(["--help"])
+        XCTAssertEqual(top.status, 0)
+        for word in ["echo", "send", "listen", "Examples"] {
+            XCTAssertTrue(top.stdout.contains(word), "toby --help lacks \(word)")
+        }
+        for command in ["echo", "send", "listen"] {
+            let help = try run([command, "--help"])
+            XCTAssertEqual(help.status, 0)
+            for option in ["--port", "--host", "--unix", "--byte-order", "Examples:"] {
+                XCTAssertTrue(help.stdout.contains(option), "toby \(command) --help lacks \(option)")
+            }
+        }
+    }
+}
