@@ -12,6 +12,7 @@
  *   byte 2,3 max frame: (b2 | b3 << 8) % 2048        (small, so direct
  *            frames are bounded and the limit is easy to hit)
  *   byte 4   direct-fill destination piece size: 0 = all that is owed,
+ *            255 = 8 bytes more than is owed (must be clamped),
  *            otherwise b bytes per direct_fill call
  *   byte 5   n, the number of chunk specs (n % 32)
  *   n bytes  chunk specs, used in a cycle for successive recvmsg calls:
@@ -284,26 +285,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
                 CHECK(again == TOBY_FRAME_DIRECT);
                 CHECK(memcmp(&f, &g, sizeof(f)) == 0);
             }
-            uint8_t *buf = malloc((size_t)len);
+            /* 8 canary bytes after the payload: direct_fill is sometimes
+             * offered more room than the frame still owes (piece == 255)
+             * and must not write past the payload. */
+            uint8_t *buf = malloc((size_t)len + 8);
             CHECK(buf != NULL);
+            memset(buf + len, 0xC3, 8);
             size_t pos = toby_reader_direct_take(&r, buf, (size_t)len);
             CHECK(pos == f.len[0] + f.len[1]);
             int failed = 0;
             while (pos < len) {
                 CHECK(toby_reader_direct_remaining(&r) == len - pos);
                 size_t ask = (size_t)len - pos;
-                if (piece != 0 && ask > piece)
+                if (piece == 255)
+                    ask += 8;
+                else if (piece != 0 && ask > piece)
                     ask = piece;
                 /* take() first drains payload that spilled into the ring */
                 if (piece != 0 && (steps & 1)) {
                     size_t t = toby_reader_direct_take(&r, buf + pos, ask);
+                    CHECK(t <= len - pos);
                     pos += t;
                     if (t > 0)
                         continue;
                 }
                 ssize_t got = toby_reader_direct_fill(&r, buf + pos, ask, flags);
                 if (got > 0) {
-                    CHECK((size_t)got <= ask);
+                    CHECK((size_t)got <= ask && (size_t)got <= len - pos);
                     pos += (size_t)got;
                 } else if (got == -EAGAIN) {
                     continue;
@@ -322,6 +330,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
             } else {
                 CHECK(memcmp(buf, data + off, pos) == 0);
             }
+            for (int c = 0; c < 8; c++)
+                CHECK(buf[len + (uint64_t)c] == 0xC3);
             free(buf);
         } else if (rc == TOBY_NEED_MORE) {
             ssize_t got = toby_reader_fill(&r, flags);

@@ -51,6 +51,8 @@ reader = {
     "reset_after_frames": reader_seed(0, RESET | TWICE, 50, 0, [10], 1, stream([b"one", b"two"]) + b"\x09\x00"),
     "many_frames_wrap_32": reader_seed(
         1, HOLD, 24, 0, [12, 7, 30], 1, stream([bytes([i]) * (i % 25) for i in range(60)])),
+    "direct_fill_more_room_than_owed": reader_seed(
+        0, 0, 300, 255, [40], 1, stream([bytes(range(150)), b"z", b""])),
     "empty_stream": reader_seed(3, 0, 0, 0, [], 1, b""),
 }
 
@@ -58,11 +60,11 @@ writer = {
     "readme_one_frame": writer_seed(0, 1, 0, [18], [], 1),
     "short_writes_be": writer_seed(BIG | 4, 12, 0, [5, 0, 13, 0, 1, 40], [4, 0, 5, 1, 2, 11], 1),
     "eagain_fresh_writer": writer_seed(8 | 2, 30, 0, [3, 0, 9], [1, 20, 2, 6], 3),
-    "more_than_512_frames": writer_seed(0, 1500, 0, [1, 7, 2], [], 1),
-    "more_than_512_short": writer_seed(BIG, 1100, 0, [0, 3, 0, 250], [200, 0, 255, 1], 40),
+    "more_than_512_frames": writer_seed(0, 1050, 0, [1, 7, 2], [], 1),
+    "more_than_512_short": writer_seed(BIG, 1090, 0, [0, 3, 0, 250], [200, 0, 255, 1], 40),
     "epipe_then_resume": writer_seed(0, 20, 0, [10, 0], [30, 3], 1),
     "start_mid_stream": writer_seed(16, 10, 37, [9, 0, 4], [7], 1),
-    "empty_payloads_only": writer_seed(4, 700, 0, [0], [5, 0, 2], 2),
+    "empty_payloads_only": writer_seed(4, 1090, 0, [0], [5, 0, 2], 40),
 }
 
 for name, seeds in (("reader", reader), ("writer", writer)):

@@ -222,6 +222,25 @@ final class ReaderTests: XCTestCase {
         XCTAssertEqual(segmentBytes(f), [7])
     }
 
+    func testDirectFillClampsToWhatIsOwed() {
+        let big = payload(30, seed: 8)
+        let stream = referenceEncode([big, [9]], TOBY_LITTLE_ENDIAN)
+        let box = ReaderBox(capacity: 16, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
+                            recv: [.data(Array(stream[..<16])), .data(Array(stream[16...]))])
+        var f = toby_frame()
+        XCTAssertEqual(box.fill(), 16)
+        XCTAssertEqual(box.next(&f), statusDirect)
+        var dst = [UInt8](repeating: 0xC3, count: 100)
+        dst.withUnsafeMutableBytes { d in
+            XCTAssertEqual(toby_reader_direct_take(box.reader, d.baseAddress!, 100), 8, "take clamps too")
+            XCTAssertEqual(toby_reader_direct_fill(box.reader, d.baseAddress! + 8, 92, 0), 22)
+        }
+        XCTAssertEqual(Array(dst[..<30]), big)
+        XCTAssertEqual(Array(dst[30...]), [UInt8](repeating: 0xC3, count: 70), "nothing written past the payload")
+        XCTAssertEqual(box.next(&f), statusFrame)
+        XCTAssertEqual(segmentBytes(f), [9])
+    }
+
     func testDirectFramesSplitAtEveryByteBoundary() {
         let frames = [payload(3, seed: 1), payload(40, seed: 2), [], payload(8, seed: 3), payload(17, seed: 4),
                       payload(9, seed: 5)]
@@ -493,14 +512,14 @@ final class ReaderTests: XCTestCase {
         box.consume()  // a second consume is a no-op
         XCTAssertEqual(box.buffered, 0)
     }
-    // MARK: known bug (see the fuzz report): next() twice disagrees on a direct frame
+    // MARK: next() twice agrees on a direct frame (a bug the fuzzer found)
 
     /// The peer closes right after the prefix of a frame too big for the ring.
     /// "Calling next() again before consume() returns the same frame", and a
     /// stream that ended mid-frame is TOBY_ETRUNCATED (as it is for frames
-    /// that fit the ring). Fails today: the first next() returns
-    /// TOBY_FRAME_DIRECT (the new-direct-frame path does not look at eof),
-    /// the second TOBY_ETRUNCATED.
+    /// that fit the ring). The first next() used to return TOBY_FRAME_DIRECT
+    /// (the new-direct-frame path did not look at eof), the second
+    /// TOBY_ETRUNCATED.
     func testNextTwiceAgreesOnDirectFrameAfterEOF() {
         let box = ReaderBox(capacity: 16, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
                             recv: [.data(referencePrefix(40, TOBY_LITTLE_ENDIAN)), .eof])
