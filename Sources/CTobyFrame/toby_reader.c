@@ -147,12 +147,9 @@ int toby_reader_next(toby_reader *r, toby_frame *f) {
         r->current = 0;
         r->direct_left = length;
         r->direct_total = length;
-        avail -= TOBY_PREFIX_SIZE;
-        size_t buffered = avail < length ? avail : (size_t)length;
-        memset(f, 0, sizeof(*f));
-        ring_segments(r, 0, buffered, f);
-        f->length = length;
-        return TOBY_FRAME_DIRECT;
+        /* Describe it exactly as every later call will (length > 0 here),
+         * including a truncation already known from EOF or an error. */
+        return toby_reader_next(r, f);
     }
 
     size_t frame_size = TOBY_PREFIX_SIZE + (size_t)length;
