@@ -1,0 +1,162 @@
+/// Which code a row measures; the first row of a family is that family's
+/// baseline for the ratio columns.
+enum Family: String, Sendable {
+    case toby = "TobyTCP"
+    case pure = "pure Swift"
+    case nio = "SwiftNIO"
+    case nioAsync = "SwiftNIO async"
+    case kernel = "kernel"
+}
+
+/// The figures of one run of one row, by metric key (see `Metric`).
+struct Sample: Sendable {
+    var metrics: [String: Double]
+
+    /// Messages/s and payload MB/s (10^6 bytes) for `messages` of `size` bytes.
+    static func throughput(messages: Int, size: Int, nanoseconds: UInt64) -> Sample {
+        let seconds = Double(nanoseconds) / 1e9
+        return Sample(metrics: [
+            "msgs_per_s": Double(messages) / seconds,
+            "mb_per_s": Double(messages * size) / seconds / 1e6,
+            "seconds": seconds,
+        ])
+    }
+}
+
+/// A column of a scenario's table.
+struct Metric: Sendable {
+    let key: String
+    let header: String
+    let format: @Sendable (Double) -> String
+}
+
+/// One implementation in one scenario.
+struct Row {
+    let name: String
+    let family: Family
+    let run: () throws -> Sample
+}
+
+/// How long and how often to measure.
+struct Settings: Sendable {
+    let quick: Bool
+    let runs: Int
+    /// Seconds one run may take before it counts as hung.
+    let timeout: Double
+    /// Multiplies the default message counts (quick mode: smaller).
+    func count(_ full: Int, quick small: Int) -> Int { quick ? small : full }
+}
+
+/// A scenario: parameters, the columns of its table and its rows.
+struct Scenario {
+    let id: String
+    let title: String
+    let parameters: [(String, Double)]
+    let columns: [Metric]
+    /// The metric the ratio columns compare.
+    let primary: String
+    let higherIsBetter: Bool
+    /// True if the SVG chart shows it (throughput scenarios).
+    let chart: Bool
+    let rows: [Row]
+
+    func matches(_ filter: String?) -> Bool {
+        guard let filter, !filter.isEmpty else { return true }
+        let needle = filter.lowercased()
+        return id.lowercased().contains(needle) || title.lowercased().contains(needle)
+    }
+}
+
+/// What a row produced: every run's sample, or an error.
+struct RowResult {
+    let name: String
+    let family: Family
+    var samples: [Sample] = []
+    var error: String?
+
+    /// The median of each metric over the runs.
+    var medians: [String: Double] {
+        guard let keys = samples.first?.metrics.keys else { return [:] }
+        var result: [String: Double] = [:]
+        for key in keys { result[key] = median(samples.map { $0.metrics[key] ?? .nan }) }
+        return result
+    }
+
+    /// Why the row must fail the run: an error, or a zero/NaN figure.
+    var problem: String? {
+        if let error { return error }
+        if samples.isEmpty { return "no samples" }
+        for (key, value) in medians.sorted(by: { $0.key < $1.key }) where !(value.isFinite && value > 0) {
+            return "figure \(key) is \(value)"
+        }
+        return nil
+    }
+}
+
+struct ScenarioResult {
+    let scenario: Scenario
+    let rows: [RowResult]
+
+    /// The baseline row of a family (its first row without a problem).
+    func baseline(_ family: Family) -> RowResult? {
+        rows.first { $0.family == family && $0.problem == nil }
+    }
+
+    /// How many times better `row` is than `base` on the primary metric.
+    func ratio(_ row: RowResult, to base: RowResult?) -> Double? {
+        guard let base, row.problem == nil,
+            let value = row.medians[scenario.primary], let reference = base.medians[scenario.primary],
+            value > 0, reference > 0
+        else { return nil }
+        return scenario.higherIsBetter ? value / reference : reference / value
+    }
+}
+
+/// Runs every row of `scenario` `settings.runs` times, printing progress.
+func measure(_ scenario: Scenario, settings: Settings, index: Int, total: Int) -> ScenarioResult {
+    var results: [RowResult] = []
+    for row in scenario.rows {
+        var result = RowResult(name: row.name, family: row.family)
+        for run in 1...settings.runs {
+            let label = "[\(index)/\(total)] \(scenario.title) · \(row.name) · run \(run)/\(settings.runs)"
+            do {
+                let sample = try row.run()
+                result.samples.append(sample)
+                let shown = scenario.columns.first.map { column in
+                    "\(column.header.trimmingPrefix(" ")) \(sample.metrics[column.key].map(column.format) ?? "–")"
+                } ?? ""
+                progress("\(label): \(shown)")
+            } catch {
+                result.error = "\(error)"
+                progress("\(label): FAILED: \(error)")
+                break
+            }
+        }
+        results.append(result)
+    }
+    return ScenarioResult(scenario: scenario, rows: results)
+}
+
+// MARK: Number formats
+
+func formatRate(_ value: Double) -> String {
+    guard value.isFinite else { return "–" }
+    if value >= 1e9 { return fixed(value / 1e9, 2) + "G" }
+    if value >= 1e6 { return fixed(value / 1e6, 2) + "M" }
+    if value >= 1e3 { return fixed(value / 1e3, 1) + "k" }
+    return fixed(value, 0)
+}
+
+func fixed(_ value: Double, _ digits: Int) -> String {
+    guard value.isFinite else { return "–" }
+    var scale = 1.0
+    for _ in 0..<digits { scale *= 10 }
+    let scaled = (abs(value) * scale).rounded()
+    guard scaled < 9e18 else { return String(value) }
+    let units = Int(scaled)
+    let sign = value < 0 && units != 0 ? "-" : ""
+    if digits == 0 { return sign + String(units) }
+    let text = String(units)
+    let padded = String(repeating: "0", count: max(0, digits + 1 - text.count)) + text
+    return sign + padded.dropLast(digits) + "." + padded.suffix(digits)
+}
