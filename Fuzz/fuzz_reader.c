@@ -268,20 +268,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
             if (twice) {
                 toby_frame g;
                 int again = toby_reader_next(&r, &g);
-#ifdef FUZZ_TOLERATE_DIRECT_EOF_BUG
-                /* Known core bug: when the prefix of a frame too big for the
-                 * ring is decoded after the stream already ended (or failed)
-                 * with none of its payload buffered, the first next() says
-                 * TOBY_FRAME_DIRECT and a repeated next() says
-                 * TOBY_ETRUNCATED (or the -errno). Tolerated only in this
-                 * build so fuzzing can go on; the verdict is still checked. */
-                if (again != TOBY_FRAME_DIRECT && f.len[0] + f.len[1] == 0 &&
-                    (again == TOBY_ETRUNCATED || again == -ECONNRESET)) {
-                    status = again;
-                    f = g;
-                    break;
-                }
-#endif
                 CHECK(again == TOBY_FRAME_DIRECT);
                 CHECK(memcmp(&f, &g, sizeof(f)) == 0);
             }

@@ -53,6 +53,10 @@ reader = {
         1, HOLD, 24, 0, [12, 7, 30], 1, stream([bytes([i]) * (i % 25) for i in range(60)])),
     "direct_fill_more_room_than_owed": reader_seed(
         0, 0, 300, 255, [40], 1, stream([bytes(range(150)), b"z", b""])),
+    # Regression: a frame too big for the ring whose prefix is decoded after
+    # EOF is known, with no payload buffered (next() twice must agree).
+    "regress_direct_after_eof_next_twice": reader_seed(
+        1, TWICE | HOLD, 200, 0, [], 1, frame(b"a") + struct.pack("<Q", 100)),
     "empty_stream": reader_seed(3, 0, 0, 0, [], 1, b""),
 }
 

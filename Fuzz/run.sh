@@ -20,10 +20,6 @@
 # Prints executions and coverage (cov:/ft:) per target and exits non-zero
 # on any crash, sanitizer report, timeout or build failure. Crash inputs go
 # to Fuzz/build/artifacts/.
-#
-# FUZZ_TOLERATE_KNOWN=1 builds with -DFUZZ_TOLERATE_DIRECT_EOF_BUG, which
-# lets fuzz_reader go past a known, reported core bug (next() called twice
-# disagrees on a direct frame after EOF) while still checking the verdict.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,11 +31,7 @@ UBSAN_SECONDS=$(( SECONDS_PER_TARGET / 4 > 5 ? SECONDS_PER_TARGET / 4 : 5 ))
 
 INC=(-I Sources/CTobyFrame/include)
 CORE=(Sources/CTobyFrame/toby_reader.c Sources/CTobyFrame/toby_writer.c Sources/CTobyFrame/toby_prefix.c)
-EXTRA=()
-if [ "${FUZZ_TOLERATE_KNOWN:-0}" = 1 ]; then
-    EXTRA+=(-DFUZZ_TOLERATE_DIRECT_EOF_BUG)
-    echo "run: FUZZ_TOLERATE_KNOWN=1: the known direct-frame/EOF bug is tolerated"
-fi
+EXTRA=(${FUZZ_CFLAGS:-})  # e.g. FUZZ_CFLAGS=-DSOMETHING for experiments
 LD=()
 command -v ld.lld >/dev/null && LD=(-fuse-ld=lld)  # gold prints pages of ASan notes
 
