@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/un.h>
@@ -25,6 +26,32 @@ static void close_keep_errno(int fd) {
     int saved = errno;
     (void)close(fd);
     errno = saved;
+}
+
+/*
+ * connect(2) that survives signals: an interrupted connect goes on in the
+ * background, so calling connect again would fail with EALREADY. Instead,
+ * wait for the socket to become writable and read the outcome from SO_ERROR.
+ */
+static int connect_retrying(int s, const struct sockaddr *addr, socklen_t len) {
+    if (connect(s, addr, len) == 0)
+        return 0;
+    if (errno != EINTR)
+        return -errno;
+    for (;;) {
+        struct pollfd p = {.fd = s, .events = POLLOUT, .revents = 0};
+        int n = poll(&p, 1, -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        int error = 0;
+        socklen_t error_len = sizeof(error);
+        if (getsockopt(s, SOL_SOCKET, SO_ERROR, &error, &error_len) != 0)
+            return -errno;
+        return -error;
+    }
 }
 
 static int resolve(const char *host, uint16_t port, int passive,
@@ -60,18 +87,13 @@ int toby_socket_connect_tcp(const char *host, uint16_t port, int *fd,
             rc = -errno;
             continue;
         }
-        int c;
-        do {
-            c = connect(s, ai->ai_addr, ai->ai_addrlen);
-        } while (c < 0 && errno == EINTR);
-        if (c == 0) {
+        rc = connect_retrying(s, ai->ai_addr, ai->ai_addrlen);
+        if (rc == 0) {
             set_nodelay(s);
             *fd = s;
-            rc = 0;
             break;
         }
-        rc = -errno;
-        close_keep_errno(s);
+        (void)close(s);
     }
     freeaddrinfo(list);
     return rc;
@@ -102,12 +124,8 @@ int toby_socket_connect_unix(const char *path, int *fd) {
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0)
         return -errno;
-    int c;
-    do {
-        c = connect(s, (struct sockaddr *)&sa, sizeof(sa));
-    } while (c < 0 && errno == EINTR);
-    if (c != 0) {
-        rc = -errno;
+    rc = connect_retrying(s, (struct sockaddr *)&sa, sizeof(sa));
+    if (rc != 0) {
         (void)close(s);
         return rc;
     }
