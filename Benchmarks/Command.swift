@@ -30,6 +30,9 @@ struct Benchmarks: ParsableCommand {
     @Option(help: "Run only scenarios whose id or title contains this text (case-insensitive).")
     var filter: String?
 
+    @Option(help: "Run only implementations whose name contains this text (for profiling; ratios need the baselines).")
+    var implementation: String?
+
     @Option(help: "Write every figure to this JSON file.")
     var json: String?
 
@@ -65,7 +68,7 @@ struct Benchmarks: ParsableCommand {
             for scenario in all { print("\(scenario.id)\t\(scenario.title)") }
             return
         }
-        let selected = all.filter { $0.matches(filter) }
+        let selected = all.filter { $0.matches(filter) }.map { $0.keepingRows(matching: implementation) }.filter { !$0.rows.isEmpty }
         guard !selected.isEmpty else {
             throw ValidationError("--filter \(filter ?? "") matches no scenario; --list shows them")
         }

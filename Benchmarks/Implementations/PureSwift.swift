@@ -31,8 +31,12 @@ enum PureSwift {
         }
     }
 
+    /// Shuts both ends down first, which also wakes a thread still blocked
+    /// on them after a failed run, then closes them.
     static func close(_ pairs: [(client: Int32, server: Int32)]) {
         for pair in pairs {
+            shutdown(pair.client, Int32(SHUT_RDWR))
+            shutdown(pair.server, Int32(SHUT_RDWR))
             Glibc.close(pair.client)
             Glibc.close(pair.server)
         }

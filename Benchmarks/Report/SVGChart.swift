@@ -19,7 +19,7 @@ enum SVGChart {
 
     static func render(_ results: [ScenarioResult], subtitle: String) -> String {
         var body: [String] = []
-        var y = 50.0
+        var y = 64.0
         for result in results where result.scenario.chart {
             let key = result.scenario.primary
             let values = result.rows.map { $0.problem == nil ? ($0.medians[key] ?? 0) : 0 }

@@ -32,7 +32,7 @@ enum Connections {
                 Row(name: "SwiftNIO async (2 tasks / conn)", family: .nioAsync) {
                     try NIOAsync.manyConnections(connections: n, perConnection: perConnection, timeout: timeout)
                 },
-                Row(name: "kernel ceiling (poll, 256 KiB reads)", family: .kernel) {
+                Row(name: "kernel ceiling (poll, \(Kernel.label))", family: .kernel) {
                     try Kernel.manyConnections(connections: n, perConnection: perConnection, senderThreads: senders, timeout: timeout)
                 },
             ])

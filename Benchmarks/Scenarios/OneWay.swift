@@ -45,7 +45,7 @@ enum OneWay {
                     Row(name: "SwiftNIO async (NIOAsyncChannel)", family: .nioAsync) {
                         try NIOAsync.oneWay(size: bytes, count: count, timeout: timeout)
                     },
-                    Row(name: "kernel ceiling (256 KiB chunks)", family: .kernel) {
+                    Row(name: "kernel ceiling (\(Kernel.label))", family: .kernel) {
                         try Kernel.oneWay(size: bytes, count: count, timeout: timeout)
                     },
                 ])

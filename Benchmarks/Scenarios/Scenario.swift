@@ -60,6 +60,15 @@ struct Scenario {
     let chart: Bool
     let rows: [Row]
 
+    /// The scenario with only the rows whose name contains `filter`.
+    func keepingRows(matching filter: String?) -> Scenario {
+        guard let filter, !filter.isEmpty else { return self }
+        let needle = filter.lowercased()
+        return Scenario(
+            id: id, title: title, parameters: parameters, columns: columns, primary: primary,
+            higherIsBetter: higherIsBetter, chart: chart, rows: rows.filter { $0.name.lowercased().contains(needle) })
+    }
+
     func matches(_ filter: String?) -> Bool {
         guard let filter, !filter.isEmpty else { return true }
         let needle = filter.lowercased()
@@ -117,8 +126,9 @@ func measure(_ scenario: Scenario, settings: Settings, index: Int, total: Int) -
     var results: [RowResult] = []
     for row in scenario.rows {
         var result = RowResult(name: row.name, family: row.family)
+        progress("[\(index)/\(total)] \(scenario.title) · \(row.name)")
         for run in 1...settings.runs {
-            let label = "[\(index)/\(total)] \(scenario.title) · \(row.name) · run \(run)/\(settings.runs)"
+            let label = "    run \(run)/\(settings.runs)"
             do {
                 let sample = try row.run()
                 result.samples.append(sample)

@@ -29,7 +29,7 @@ enum SharedSenders {
                 Row(name: "SwiftNIO 4 threads, 256 writes + flush / execute", family: .nio) {
                     try NIO.sharedSenders(threads: threads, perThread: perThread, style: .batches, timeout: timeout)
                 },
-                Row(name: "kernel ceiling (lock, 256 KiB chunks)", family: .kernel) {
+                Row(name: "kernel ceiling (lock, \(Kernel.label))", family: .kernel) {
                     try Kernel.sharedSenders(threads: threads, perThread: perThread, timeout: timeout)
                 },
             ])

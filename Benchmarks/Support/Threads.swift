@@ -144,9 +144,14 @@ func runThreads(
     }
     let start = nowNanoseconds()
     gate.countDown()
-    guard finished.wait(seconds: timeout) else {
+    // Waits in slices so that a failed body (say, an integrity check)
+    // is reported at once rather than as a timeout of its stuck peer.
+    let deadline = start + UInt64(timeout * 1e9)
+    while !finished.wait(seconds: 0.25) {
         try failures.check()
-        throw BenchError.timeout("timed threads still running after \(Int(timeout)) s")
+        if nowNanoseconds() > deadline {
+            throw BenchError.timeout("timed threads still running after \(Int(timeout)) s")
+        }
     }
     try failures.check()
     guard backgroundDone.wait(seconds: timeout) else {
