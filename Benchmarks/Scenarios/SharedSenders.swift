@@ -13,7 +13,7 @@ enum SharedSenders {
             parameters: [("payload_bytes", 64), ("threads", Double(threads)), ("messages_per_thread", Double(perThread))],
             columns: [
                 Metric(key: "msgs_per_s", header: "msgs/s", format: formatRate),
-                Metric(key: "writes_per_msg", header: "writes/msg", format: { fixed($0, 4) }),
+                Metric(key: "writes_per_msg", header: "writes/msg", format: { $0 >= 0.01 ? fixed($0, 4) : fixed($0, 6) }),
             ],
             primary: "msgs_per_s", higherIsBetter: true, chart: true,
             rows: [
