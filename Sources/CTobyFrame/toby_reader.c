@@ -4,7 +4,7 @@
  * number of buffered bytes is tail - head (unsigned arithmetic stays exact
  * across wrap-around because capacity is far below SIZE_MAX).
  */
-#include "ctobyframe.h"
+#include "toby_internal.h"
 
 #include <errno.h>
 #include <string.h>
@@ -131,7 +131,7 @@ int toby_reader_next(toby_reader *r, toby_frame *f) {
 
     uint8_t prefix[TOBY_PREFIX_SIZE];
     ring_copy_out(r, 0, prefix, TOBY_PREFIX_SIZE);
-    uint64_t length = toby_prefix_decode(prefix, r->order);
+    uint64_t length = toby__prefix_decode(prefix, r->order);
 
     if (length > r->max_frame) {
         memset(f, 0, sizeof(*f));

@@ -2,7 +2,7 @@
  * The writer: frames go out as [prefix, payload] iovec pairs, many frames per
  * sendmsg, resumed at the exact byte after a partial write.
  */
-#include "ctobyframe.h"
+#include "toby_internal.h"
 
 #include <errno.h>
 #include <string.h>
@@ -21,17 +21,41 @@ int toby_writer_init(toby_writer *w, toby_byte_order order, int fd,
 
 /*
  * Fills w->iov with frames[i..] starting `offset` bytes into frames[i];
- * returns the vector count (>= 1 while i < count).
+ * returns the vector count (>= 1 while i < count). Small whole frames are
+ * copied into w->stage, consecutive ones sharing one vector; a frame already
+ * partly sent, or with a larger payload, is sent from the caller's memory.
  */
 static int gather(toby_writer *w, const toby_out *frames, size_t count,
                   size_t i, uint64_t offset) {
     int n = 0;
     size_t p = 0;
+    size_t staged = 0;
+    int last_is_stage = 0;
     /* Each frame needs at most two vectors; stop while both still fit. */
     for (; i < count && n + 2 <= TOBY_WRITER_IOV; i++, offset = 0) {
         const toby_out *f = &frames[i];
+        if (offset == 0 && f->len <= TOBY_WRITER_COALESCE) {
+            size_t need = TOBY_PREFIX_SIZE + f->len;
+            if (staged + need > TOBY_WRITER_STAGE)
+                break; /* a full stage is a big enough batch */
+            uint8_t *dst = w->stage + staged;
+            toby__prefix_encode(f->len, w->order, dst);
+            if (f->len > 0)
+                memcpy(dst + TOBY_PREFIX_SIZE, f->data, f->len);
+            if (last_is_stage) {
+                w->iov[n - 1].iov_len += need;
+            } else {
+                w->iov[n].iov_base = dst;
+                w->iov[n].iov_len = need;
+                n++;
+                last_is_stage = 1;
+            }
+            staged += need;
+            continue;
+        }
+        last_is_stage = 0;
         if (offset < TOBY_PREFIX_SIZE) {
-            toby_prefix_encode(f->len, w->order, w->prefix[p]);
+            toby__prefix_encode(f->len, w->order, w->prefix[p]);
             w->iov[n].iov_base = w->prefix[p] + offset;
             w->iov[n].iov_len = TOBY_PREFIX_SIZE - (size_t)offset;
             n++;

@@ -75,7 +75,11 @@ extension TobyReceiver: AsyncSequence {
         let timeout = configuration.readTimeout
         let deadline = timeout.map { monotonicNanoseconds() &+ $0.clampedNanoseconds }
         while true {
-            if let message = try receiveNow() { return message.value }
+            switch try receiveWithoutBlocking() {
+            case .owned(let message): return message
+            case .end: return nil
+            default: break
+            }
             if Task.isCancelled { return nil }
             if let deadline, monotonicNanoseconds() >= deadline { throw .timedOut(timeout!) }
             #if os(Linux)
@@ -86,19 +90,4 @@ extension TobyReceiver: AsyncSequence {
         }
     }
 
-    /// A message or the end, if one can be had without blocking; nil for
-    /// "would block".
-    private func receiveNow() throws(TobyError) -> Box? {
-        try withLockedStep { outcome throws(TobyError) -> Box? in
-            switch outcome {
-            case .wouldBlock: return nil
-            case .end: return Box(value: nil)
-            default: return Box(value: try takeOwned(outcome))
-            }
-        }
-    }
-
-    private struct Box {
-        let value: [UInt8]?
-    }
 }

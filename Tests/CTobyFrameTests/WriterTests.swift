@@ -59,8 +59,8 @@ final class WriterTests: XCTestCase {
             XCTAssertEqual(writeAll(w, out), [0])
             XCTAssertEqual(w.io.written, referenceEncode(frames, order))
             XCTAssertEqual(w.io.sendCalls, 1)
-            // 7 prefixes + 4 non-empty payloads.
-            XCTAssertEqual(w.io.sendIovCounts, [11])
+            // All 7 frames are small: staged together into one vector.
+            XCTAssertEqual(w.io.sendIovCounts, [1])
             XCTAssertFalse(w.io.zeroLengthIov, "empty payloads get no vector")
             checkCommon(w)
         }
@@ -229,15 +229,53 @@ final class WriterTests: XCTestCase {
         }
     }
 
-    /// 1500 frames need several sendmsg calls of at most TOBY_WRITER_IOV vectors.
+    /// 1500 frames too large to coalesce need several sendmsg calls of at
+    /// most TOBY_WRITER_IOV vectors.
     func testMoreThan512Frames() {
-        let fs = (0..<1500).map { payload(1 + $0 % 7, seed: $0) }
+        let fs = (0..<1500).map { payload(Int(TOBY_WRITER_COALESCE) + 1 + $0 % 7, seed: $0) }
         let want = referenceEncode(fs, TOBY_LITTLE_ENDIAN)
         let w = WriterBox(order: TOBY_LITTLE_ENDIAN)
         writeAll(w, OutFrames(fs))
         XCTAssertEqual(w.io.written, want)
         XCTAssertEqual(w.io.sendIovCounts, [1024, 1024, 952], "512 two-vector frames per call")
         checkCommon(w)
+    }
+
+    /// Small frames are copied, prefix and all, into the staging buffer:
+    /// consecutive ones share one vector, and a large payload in between
+    /// still goes out from the caller's memory, in order.
+    func testSmallFramesAreCoalesced() {
+        let small = (0..<300).map { payload($0 % 65, seed: $0) }
+        let w = WriterBox(order: TOBY_LITTLE_ENDIAN)
+        writeAll(w, OutFrames(small))
+        XCTAssertEqual(w.io.written, referenceEncode(small, TOBY_LITTLE_ENDIAN))
+        XCTAssertEqual(w.io.sendIovCounts, [1], "300 small frames in one vector")
+        checkCommon(w)
+
+        let big = payload(Int(TOBY_WRITER_COALESCE) + 1, seed: 9)
+        let mixed = [[1], [2, 2], big, [3], [], big, [4]]
+        let m = WriterBox(order: TOBY_BIG_ENDIAN)
+        writeAll(m, OutFrames(mixed))
+        XCTAssertEqual(m.io.written, referenceEncode(mixed, TOBY_BIG_ENDIAN))
+        // [1][2,2] | prefix, big | [3][] | prefix, big | [4]
+        XCTAssertEqual(m.io.sendIovCounts, [7])
+        checkCommon(m)
+    }
+
+    /// The staging buffer fills: the batch ends there and the next call
+    /// carries on with the following frame.
+    func testStageFullSplitsTheBatch() {
+        let frameSize = Int(TOBY_PREFIX_SIZE) + Int(TOBY_WRITER_COALESCE)
+        let perStage = Int(TOBY_WRITER_STAGE) / frameSize
+        let fs = (0..<(perStage * 2 + 3)).map { payload(Int(TOBY_WRITER_COALESCE), seed: $0) }
+        for accept in [Int.max, 1, 777, frameSize] {
+            let w = WriterBox(order: TOBY_LITTLE_ENDIAN)
+            w.io.defaultAccept = accept
+            writeAll(w, OutFrames(fs))
+            XCTAssertEqual(w.io.written, referenceEncode(fs, TOBY_LITTLE_ENDIAN), "accept \(accept)")
+            if accept == Int.max { XCTAssertEqual(w.io.sendCalls, 3) }
+            checkCommon(w)
+        }
     }
 
     func testMoreThan512FramesWithEmptyPayloadsAndShortWrites() {
@@ -252,13 +290,13 @@ final class WriterTests: XCTestCase {
             XCTAssertGreaterThan(w.io.sendCalls, 1)
             checkCommon(w)
         }
-        // All empty: one vector a frame.
-        let empties = [[UInt8]](repeating: [], count: 2500)
+        // All empty: their prefixes are staged, 4096 per 32 KiB stage.
+        let empties = [[UInt8]](repeating: [], count: 10_000)
         let w = WriterBox(order: TOBY_LITTLE_ENDIAN)
         writeAll(w, OutFrames(empties))
-        XCTAssertEqual(w.io.written.count, 2500 * 8)
+        XCTAssertEqual(w.io.written.count, 10_000 * 8)
         XCTAssertTrue(w.io.written.allSatisfy { $0 == 0 })
-        XCTAssertGreaterThanOrEqual(w.io.sendCalls, 3)
+        XCTAssertEqual(w.io.sendIovCounts, [1, 1, 1])
         checkCommon(w)
     }
 
