@@ -1,6 +1,12 @@
 import ArgumentParser
 import TobyTCP
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 struct EchoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "echo",
@@ -42,42 +48,80 @@ struct EchoCommand: ParsableCommand {
     /// drain finds nothing (a ping-pong peer), draining pauses for a few
     /// messages so that peer does not pay an empty non-blocking read each time.
     static func echo(_ messenger: TobyMessenger) {
+        let receiver: TobyReceiver
         do {
-            let receiver = try messenger.start()
-            var batch: [[UInt8]] = []
-            var skipDrain = 0
-            while true {
-                guard try receiver.receive({ bytes in try messenger.send(bytes) }) != nil else { break }
-                if skipDrain > 0 {
-                    skipDrain -= 1
-                    continue
-                }
-                var ended = false
-                var failure: TobyError?
-                var bytes = 0
-                do {
-                    while batch.count < batchFrames, bytes < batchBytes, let message = try receiver.tryReceive() {
-                        bytes += message.count
-                        batch.append(message)
-                    }
-                } catch .endOfStream {
-                    ended = true
-                } catch {
-                    failure = error  // sent after the replies to what came before it
-                }
-                if batch.isEmpty {
-                    skipDrain = 8
-                } else {
-                    try messenger.send(contentsOf: batch)
-                    batch.removeAll(keepingCapacity: true)
-                }
-                if let failure { throw failure }
-                if ended { break }
-            }
-            try messenger.close()
+            receiver = try messenger.start()
         } catch {
             Output.error("\(messenger.peer): \(error)")
+            return
+        }
+        do {
+            try serve(messenger, receiver)
+            try messenger.close()
+        } catch {
+            if !leftWithoutReading(error, receiver) {
+                Output.error("\(messenger.peer): \(error)")
+            }
             try? messenger.close()
+        }
+    }
+
+    private static func serve(_ messenger: TobyMessenger, _ receiver: TobyReceiver) throws {
+        var batch: [[UInt8]] = []
+        var skipDrain = 0
+        while true {
+            guard try receiver.receive({ bytes in try messenger.send(bytes) }) != nil else { return }
+            if skipDrain > 0 {
+                skipDrain -= 1
+                continue
+            }
+            var ended = false
+            var failure: TobyError?
+            var bytes = 0
+            do {
+                while batch.count < batchFrames, bytes < batchBytes, let message = try receiver.tryReceive() {
+                    bytes += message.count
+                    batch.append(message)
+                }
+            } catch .endOfStream {
+                ended = true
+            } catch {
+                failure = error
+            }
+            if batch.isEmpty {
+                skipDrain = 8
+            } else if let failure {
+                // Answer what came before the failure, but report the failure
+                // (a frame too large shuts the socket, so this send may fail).
+                try? messenger.send(contentsOf: batch)
+                throw failure
+            } else {
+                try messenger.send(contentsOf: batch)
+                batch.removeAll(keepingCapacity: true)
+            }
+            if let failure { throw failure }
+            if ended { return }
+        }
+    }
+
+    /// True when `error` is a reply that could not be written (EPIPE,
+    /// ECONNRESET) because the peer had already ended its stream cleanly and
+    /// gone away without reading the replies: `toby send` without
+    /// `--replies` does that. Such a peer did nothing wrong, so no line is
+    /// logged. A peer that reset the connection mid-stream is still reported.
+    private static func leftWithoutReading(_ error: Error, _ receiver: TobyReceiver) -> Bool {
+        guard case .system(_, let code)? = error as? TobyError, code == EPIPE || code == ECONNRESET else {
+            return false
+        }
+        while true {
+            do throws(TobyError) {
+                // Anything still buffered was sent before the peer's end of stream.
+                if try receiver.tryReceive() == nil { return false }
+            } catch .endOfStream {
+                return true
+            } catch {
+                return false
+            }
         }
     }
 }

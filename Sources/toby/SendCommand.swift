@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import Synchronization
 import TobyTCP
 
@@ -12,9 +13,12 @@ struct SendCommand: ParsableCommand {
             it then waits for N messages back and prints each on its own line: as \
             text when it is printable UTF-8, otherwise as 0x followed by hex. With \
             --hex, messages are given and printed as hex ('00ff10', '0x00ff10' or \
-            '00 ff 10'). The connection is closed cleanly: everything is sent before \
-            the write side shuts down. On an error, one line goes to stderr and the \
-            exit status is 1.
+            '00 ff 10'). Other messages from the peer are read and discarded.
+
+            The connection is closed cleanly: everything is sent, the write side \
+            is shut down, and toby waits for the peer to close its side too (at \
+            most --timeout, default 2 seconds), so the peer is never reset while \
+            answering. On an error, one line goes to stderr and the exit status is 1.
 
             Examples:
               toby send --port 15235 "toby is a good dog"
@@ -34,7 +38,7 @@ struct SendCommand: ParsableCommand {
     var replies = 0
 
     @Option(help: ArgumentHelp(
-        "Give up waiting for a reply after this many seconds (default: wait forever).",
+        "Give up waiting for a reply after this many seconds (default: wait forever), and wait at most this long for the peer to close (default 2).",
         valueName: "seconds"))
     var timeout: Double?
 
@@ -68,15 +72,12 @@ struct SendCommand: ParsableCommand {
     private func send() throws {
         let configuration = try framing.configuration(readTimeout: timeout.map { Duration.seconds($0) })
         let messenger = try endpoint.connect(configuration: configuration)
-        let outcome = Outcome()
-        var reader: Threads.Handle?
-        if replies > 0 {
-            let receiver = try messenger.start()
-            let (expected, hex) = (replies, self.hex)
-            reader = try Threads.start {
-                outcome.collect(from: receiver, expected: expected, hex: hex)
-            }
-        }
+        // A reader runs from the start, even without --replies: a peer that
+        // answers (an echo) must never be left blocked on a full socket
+        // buffer while we are still sending to it.
+        let receiver = try messenger.start()
+        let replies = Replies(expected: replies, hex: hex)
+        try Threads.spawn { replies.read(from: receiver) }
 
         do {
             if messages.isEmpty {
@@ -93,15 +94,20 @@ struct SendCommand: ParsableCommand {
             try messenger.close()
         } catch let error as TobyError {
             // If the replies already broke the connection, that is the cause.
-            throw outcome.error ?? error
+            throw replies.error ?? error
         }
 
-        guard let reader else { return }
-        reader.join()
-        if let error = outcome.error { throw error }
-        let received = outcome.received
-        if received < replies {
-            throw ToolError("the peer closed the connection after \(received) of \(replies) replies")
+        replies.expectedDone.wait()
+        if let error = replies.error { throw error }
+        if replies.received < self.replies {
+            throw ToolError("the peer closed the connection after \(replies.received) of \(self.replies) replies")
+        }
+        // Linger: let the peer see our end of stream and close its side
+        // before we exit, so that it is not reset while answering (and loses
+        // nothing still in flight). Bounded, for peers that never close.
+        let linger = timeout ?? 2
+        if replies.streamDone.wait(timeout: .now() + linger) == .timedOut {
+            receiver.close()
         }
     }
 
@@ -113,24 +119,46 @@ struct SendCommand: ParsableCommand {
         return bytes
     }
 
-    /// What the reply thread saw: how many replies, and the error if any.
-    private final class Outcome: Sendable {
+    /// The reply thread: prints the first `expected` messages, then reads
+    /// and discards the rest until the peer closes.
+    private final class Replies: Sendable {
+        let expected: Int
+        let hex: Bool
+        /// Signalled once the expected replies are in (or cannot come).
+        let expectedDone = DispatchSemaphore(value: 0)
+        /// Signalled when the stream has ended.
+        let streamDone = DispatchSemaphore(value: 0)
         private let state = Mutex<(received: Int, error: TobyError?)>((0, nil))
+
+        init(expected: Int, hex: Bool) {
+            self.expected = expected
+            self.hex = hex
+        }
 
         var received: Int { state.withLock { $0.received } }
         var error: TobyError? { state.withLock { $0.error } }
 
-        func collect(from receiver: TobyReceiver, expected: Int, hex: Bool) {
+        func read(from receiver: TobyReceiver) {
+            defer { streamDone.signal() }
+            let more = readExpected(from: receiver)
+            expectedDone.signal()
+            guard more else { return }
+            // Unasked-for messages: read so the peer is never blocked, not shown.
+            while (try? receiver.receive({ _ in })) != nil {}
+        }
+
+        /// Prints the expected replies; false if the stream ended or failed.
+        private func readExpected(from receiver: TobyReceiver) -> Bool {
             do {
                 for _ in 0..<expected {
                     let got: Void? = try receiver.receive { bytes in Output.line(Hex.display(bytes, hex: hex)) }
-                    if got == nil { return }
+                    if got == nil { return false }
                     state.withLock { $0.received += 1 }
                 }
-            } catch let error as TobyError {
-                state.withLock { $0.error = error }
+                return true
             } catch {
-                state.withLock { $0.error = .invalidConfiguration("\(error)") }
+                state.withLock { $0.error = error as? TobyError ?? .invalidConfiguration("\(error)") }
+                return false
             }
         }
     }

@@ -193,6 +193,12 @@ final class TobyToolTests: XCTestCase {
         let truncated = try XCTUnwrap(server.stderr.readLine())
         XCTAssertTrue(truncated.contains("truncated frame") && truncated.contains("7 bytes missing"), truncated)
 
+        let reset = try RawSocket(port: Int(port)!)
+        try reset.write(prefix(10) + Array("abc".utf8))
+        reset.reset()
+        let resetLine = try XCTUnwrap(server.stderr.readLine())
+        XCTAssertTrue(resetLine.contains("Connection reset by peer"), resetLine)
+
         try good.write(prefix(6) + Array("second".utf8))
         XCTAssertEqual(try good.read(14), prefix(6) + Array("second".utf8))
         let result = try run(["send", "--port", port, "--replies", "1", "still serving"])
@@ -201,6 +207,21 @@ final class TobyToolTests: XCTestCase {
         // A clean close is not an error: nothing more on stderr.
         good.shutdownWrite()
         XCTAssertNil(try good.read(1))
+        server.signal(SIGTERM)
+        XCTAssertEqual(try server.waitForExit().status, 0)
+        XCTAssertEqual(try server.stderr.readToEnd(), "")
+    }
+
+    func testClientsThatDoNotWaitForRepliesAreNotLoggedAsErrors() throws {
+        // `toby send` without --replies closes as soon as its messages are
+        // out; the echo's replies then hit a closed socket (EPIPE). That is
+        // not a misbehaving peer, so the server prints nothing.
+        let (server, port) = try echoServer()
+        for _ in 0..<10 {
+            XCTAssertEqual(try run(["send", "--port", port, "a", "b", "c"]).status, 0)
+        }
+        let bulk = (0..<5000).map { "line \($0)" }.joined(separator: "\n") + "\n"
+        XCTAssertEqual(try run(["send", "--port", port], input: bulk).status, 0)
         server.signal(SIGTERM)
         XCTAssertEqual(try server.waitForExit().status, 0)
         XCTAssertEqual(try server.stderr.readToEnd(), "")
@@ -230,10 +251,8 @@ final class TobyToolTests: XCTestCase {
     }
 
     func testSendToAClosedPortFailsWithOneLine() throws {
-        let (server, port) = try echoServer()
-        server.signal(SIGTERM)
-        XCTAssertEqual(try server.waitForExit().status, 0)
-        let result = try run(["send", "--port", port, "hello"])
+        let closed = try SilentListener(listening: false)
+        let result = try run(["send", "--port", String(closed.port), "hello"])
         XCTAssertNotEqual(result.status, 0)
         XCTAssertEqual(result.reason, .exit)
         XCTAssertEqual(result.stdout, "")
@@ -262,6 +281,11 @@ final class TobyToolTests: XCTestCase {
         let unixTooLong = try run(["send", "--unix", "/tmp/" + String(repeating: "x", count: 200), "x"])
         XCTAssertEqual(unixTooLong.status, 1)
         XCTAssertTrue(unixTooLong.stderr.contains("too long"), unixTooLong.stderr)
+
+        let badHost = try run(["send", "--host", "no.such.host.invalid", "--port", port, "x"])
+        XCTAssertEqual(badHost.status, 1)
+        XCTAssertEqual(badHost.stderrLines.count, 1, badHost.stderr)
+        XCTAssertTrue(badHost.stderr.hasPrefix("toby: cannot resolve host 'no.such.host.invalid'"), badHost.stderr)
 
         let noAddress = try run(["send", "x"])
         XCTAssertNotEqual(noAddress.status, 0)

@@ -194,7 +194,7 @@ struct ToolResult {
 
 /// A plain TCP socket speaking raw bytes, for peers `toby` must survive.
 final class RawSocket {
-    let fd: Int32
+    private(set) var fd: Int32
 
     init(port: Int) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -216,7 +216,15 @@ final class RawSocket {
         }
     }
 
-    deinit { close(fd) }
+    deinit { if fd >= 0 { close(fd) } }
+
+    /// Closes abortively: the peer gets a TCP reset instead of an end of stream.
+    func reset() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        close(fd)
+        fd = -1
+    }
 
     func write(_ bytes: [UInt8]) throws {
         var offset = 0
@@ -249,13 +257,15 @@ func prefix(_ length: UInt64, bigEndian: Bool = false) -> [UInt8] {
     withUnsafeBytes(of: bigEndian ? length.bigEndian : length.littleEndian) { Array($0) }
 }
 
-/// A TCP listening socket that never accepts: connections complete in the
-/// kernel's backlog and then hear nothing, and are never closed.
+/// A TCP socket bound to a free port that never accepts: connections
+/// complete in the kernel's backlog and then hear nothing. With
+/// `listening: false` it only holds the port, so connecting is refused
+/// (and no other process can take the port meanwhile).
 final class SilentListener {
     let fd: Int32
     let port: Int
 
-    init() throws {
+    init(listening: Bool = true) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         self.fd = fd
         var address = sockaddr_in()
@@ -264,7 +274,7 @@ final class SilentListener {
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                bind(fd, pointer, length) == 0 && listen(fd, 16) == 0 && getsockname(fd, pointer, &length) == 0
+                bind(fd, pointer, length) == 0 && (!listening || listen(fd, 16) == 0) && getsockname(fd, pointer, &length) == 0
             }
         }
         guard bound else {
