@@ -116,6 +116,30 @@ final class ConcurrencyTests: XCTestCase {
         XCTAssertEqual(received, accepted.value)
     }
 
+    /// A one-byte queue bound: every sender that finds a write in progress
+    /// waits for the writer or takes the writer role over. Nothing is lost,
+    /// nothing reordered.
+    func testTinyQueueBoundForcesHandoffsWithoutLoss() throws {
+        let (client, server) = try makeTCPPair(try TobyConfiguration(maxQueuedSendBytes: 1))
+        let receiver = try server.start()
+        let senders = Thread {
+            onThreads(6) { thread in
+                for sequence in 0..<3_000 {
+                    try! client.send(ConcurrencyTests.message(thread: thread, sequence: sequence, size: sequence % 700))
+                }
+            }
+            try! client.close()
+        }
+        senders.start()
+        var next = [Int](repeating: 0, count: 6)
+        while let message = try receiver.receive() {
+            let (thread, sequence) = try XCTUnwrap(ConcurrencyTests.check(message))
+            XCTAssertEqual(sequence, next[thread])
+            next[thread] += 1
+        }
+        XCTAssertEqual(next, [Int](repeating: 3_000, count: 6))
+    }
+
     func testConcurrentBatchesKeepTheirOrder() throws {
         let (client, server) = try makeTCPPair()
         let receiver = try server.start()

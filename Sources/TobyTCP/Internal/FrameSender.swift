@@ -17,9 +17,20 @@ import Glibc
 /// interleave because only the writer touches the socket, and each
 /// thread's messages keep their order because it appends them in order.
 ///
+/// Fairness: a writer drains at most `passesBeforeHandoff` batches of other
+/// threads' messages. After that the next thread to queue a message waits
+/// to take the writer role over, so the first writer goes back to its own
+/// work instead of writing for everybody else while its own messages wait
+/// (which, measured, ended with that thread sending its backlog alone at
+/// one syscall per message). The successor is inside `send`, so queued
+/// messages always have a writer.
+///
 /// Backpressure: when `maxQueuedSendBytes` are queued, further senders wait
 /// until the writer has taken the queue.
 final class FrameSender: @unchecked Sendable {
+    private static let passesBeforeHandoff = 2
+    private static let framesPerPass = 1024
+
     private let socket: SocketHandle
     private let writer: UnsafeMutablePointer<toby_writer>
     private let limit: UInt64
@@ -28,13 +39,18 @@ final class FrameSender: @unchecked Sendable {
 
     // Guarded by `lock`.
     private var queue: [[UInt8]] = []
+    private var queueHead = 0  // queue[..<queueHead] were taken by a writer
     private var queuedBytes = 0
     private var writing = false
+    private var writerPasses = 0
+    private var successorWaiting = false
+    private var handoff = false
     private var closed = false
     private var failure: TobyError?
     private var waiters = 0
+    private var swaps = 0  // times a writer took the queue
 
-    // Touched only by the thread that set `writing`.
+    // Touched only by the thread that holds the writer role.
     private var batch: [[UInt8]] = []
     private var outs: [toby_out] = []
 
@@ -55,38 +71,35 @@ final class FrameSender: @unchecked Sendable {
 
     func send(_ message: [UInt8]) throws(TobyError) {
         try checkLength(message.count)
-        if try enqueueOrBecomeWriter(message) { return }
-        let error = message.withUnsafeBytes { writeOne($0) }
-        try finishWriting(error)
+        switch try admit({ queue.append(message); queuedBytes += message.count }) {
+        case .queued: return
+        case .drain: try finishWriting(nil)
+        case .writeDirectly: try finishWriting(message.withUnsafeBytes { writeOne($0) })
+        }
     }
 
     func send(_ bytes: UnsafeRawBufferPointer) throws(TobyError) {
         try checkLength(bytes.count)
-        // Copied only if another thread is writing and we must queue it.
-        if try enqueueOrBecomeWriter(nil, orCopy: bytes) { return }
-        try finishWriting(writeOne(bytes))
+        // Copied only if it must wait in the queue.
+        switch try admit({ queue.append([UInt8](bytes)); queuedBytes += bytes.count }) {
+        case .queued: return
+        case .drain: try finishWriting(nil)
+        case .writeDirectly: try finishWriting(writeOne(bytes))
+        }
     }
 
     func send(contentsOf messages: [[UInt8]]) throws(TobyError) {
         for message in messages { try checkLength(message.count) }
         if messages.isEmpty { return }
-        lock.lock()
-        if let error = acceptError() {
-            lock.unlock()
-            throw error
+        let admission = try admit {
+            queue.append(contentsOf: messages)
+            for message in messages { queuedBytes += message.count }
         }
-        if writing {
-            try waitForRoom()
-            if writing {
-                queue.append(contentsOf: messages)
-                for message in messages { queuedBytes += message.count }
-                lock.unlock()
-                return
-            }
+        switch admission {
+        case .queued: return
+        case .drain: try finishWriting(nil)
+        case .writeDirectly: try finishWriting(writeBatch(messages))
         }
-        writing = true
-        lock.unlock()
-        try finishWriting(writeBatch(messages))
     }
 
     /// Waits until every accepted message has been handed to the kernel.
@@ -120,6 +133,17 @@ final class FrameSender: @unchecked Sendable {
 
     // MARK: Internals
 
+    private enum Admission {
+        /// The message is queued behind the current writer: return.
+        case queued
+        /// This thread is the writer and the queue is empty: write the
+        /// message straight from the caller's memory, then drain.
+        case writeDirectly
+        /// This thread took the writer role over with its message queued:
+        /// drain the queue.
+        case drain
+    }
+
     @inline(__always)
     private func checkLength(_ count: Int) throws(TobyError) {
         if UInt64(count) > limit {
@@ -134,60 +158,121 @@ final class FrameSender: @unchecked Sendable {
         return nil
     }
 
-    /// With the lock held and a write in progress: waits while the queue is
-    /// full. Returns with the lock held; throws (lock released) if the
-    /// connection failed or closed meanwhile.
-    private func waitForRoom() throws(TobyError) {
-        while writing && queuedBytes >= maxQueuedBytes && failure == nil && !closed {
-            waiters += 1
-            lock.wait()
-            waiters -= 1
-        }
-        if let error = acceptError() {
-            lock.unlock()
-            throw error
-        }
-    }
-
-    /// Queues the message if a write is in progress (returns true), or marks
-    /// this thread as the writer (returns false) so it writes directly.
-    private func enqueueOrBecomeWriter(
-        _ message: [UInt8]?, orCopy bytes: UnsafeRawBufferPointer? = nil
-    ) throws(TobyError) -> Bool {
+    /// Decides what happens to a new message; `enqueue` appends it to the
+    /// queue (called with the lock held, at most once).
+    private func admit(_ enqueue: () -> Void) throws(TobyError) -> Admission {
         lock.lock()
         if let error = acceptError() {
             lock.unlock()
             throw error
         }
-        if writing {
-            try waitForRoom()
-            if writing {
-                let owned = message ?? [UInt8](bytes!)
-                queue.append(owned)
-                queuedBytes += owned.count
-                lock.unlock()
-                return true
+        if writing && queuedBytes >= maxQueuedBytes {
+            // Wait until the writer has taken the queue once. Waiting for the
+            // queue to have room again instead would starve this thread:
+            // threads still running refill it before this one wakes up.
+            let generation = swaps
+            while writing && swaps == generation && failure == nil && !closed {
+                // A thread waiting for room is as good a successor as any.
+                if writerPasses >= FrameSender.passesBeforeHandoff && !successorWaiting {
+                    return try takeOver(enqueue)
+                }
+                waiters += 1
+                lock.wait()
+                waiters -= 1
             }
         }
-        writing = true
+        if let error = acceptError() {
+            lock.unlock()
+            throw error
+        }
+        guard writing else {
+            // The queue is empty whenever nobody holds the writer role.
+            writing = true
+            writerPasses = 0
+            lock.unlock()
+            return .writeDirectly
+        }
+        if writerPasses >= FrameSender.passesBeforeHandoff && !successorWaiting {
+            return try takeOver(enqueue)
+        }
+        enqueue()
         lock.unlock()
-        return false
+        return .queued
     }
 
-    /// As the writer: drains what others queued, then gives up the role.
-    /// Throws the first write error, which also becomes sticky.
+    /// With the lock held: the writer has drained enough for others, so this
+    /// thread queues its message and waits to take the writer role over.
+    private func takeOver(_ enqueue: () -> Void) throws(TobyError) -> Admission {
+        enqueue()
+        successorWaiting = true
+        while !handoff && failure == nil {
+            waiters += 1
+            lock.wait()
+            waiters -= 1
+        }
+        if handoff {
+            handoff = false
+            writerPasses = 0
+            lock.unlock()
+            return .drain
+        }
+        let error = failure!  // our message went down with the connection
+        lock.unlock()
+        throw error
+    }
+
+    /// As the writer: drains what others queued, then gives up the role (or
+    /// hands it to a waiting successor). Throws the first write error, which
+    /// also becomes sticky.
     private func finishWriting(_ firstError: TobyError?) throws(TobyError) {
         var error = firstError
+        var lingered = false
         while error == nil {
             lock.lock()
-            if queue.isEmpty {
+            if successorWaiting {
+                // A thread inside `send` waits to take over: it drains the rest.
+                successorWaiting = false
+                handoff = true
+                lock.broadcast()
+                lock.unlock()
+                return
+            }
+            if queueHead == queue.count && writerPasses > 0 && !lingered {
+                // Others were sending during this term: give them one chance
+                // to queue more before giving the socket up, or the next
+                // sender would write a lone message.
+                lingered = true
+                lock.unlock()
+                sched_yield()
+                continue
+            }
+            if queueHead == queue.count {
+                queue.removeAll(keepingCapacity: true)
+                queueHead = 0
                 writing = false
                 if waiters > 0 { lock.broadcast() }
                 lock.unlock()
                 return
             }
-            swap(&queue, &batch)
-            queuedBytes = 0
+            // A pass takes at most `framesPerPass` messages, so that under
+            // load the writer role rotates often and every thread keeps
+            // producing (see the fairness note above).
+            let end = min(queue.count, queueHead + FrameSender.framesPerPass)
+            for index in queueHead..<end {
+                queuedBytes -= queue[index].count
+                batch.append(queue[index])
+                queue[index] = []  // release it from the queue now
+            }
+            queueHead = end
+            if queueHead >= 4096 && queueHead * 2 >= queue.count {
+                // Amortised O(1) per message: compact only once the taken
+                // part is at least half the array.
+                queue.removeFirst(queueHead)
+                queueHead = 0
+            }
+            swaps &+= 1
+            writerPasses += 1
+            lingered = false
             if waiters > 0 { lock.broadcast() }
             lock.unlock()
             error = writeBatch(batch)
@@ -198,8 +283,11 @@ final class FrameSender: @unchecked Sendable {
         // They learn it from the sticky error on their next send or close.
         failure = error
         queue.removeAll()
+        queueHead = 0
         queuedBytes = 0
         writing = false
+        successorWaiting = false
+        handoff = false
         lock.broadcast()
         lock.unlock()
         socket.shutdown(Int32(SHUT_WR))

@@ -18,7 +18,15 @@ final class ConditionLock: @unchecked Sendable {
     init() {
         mutex = .allocate(capacity: 1)
         condition = .allocate(capacity: 1)
-        let rc1 = pthread_mutex_init(mutex, nil)
+        var mutexAttributes = pthread_mutexattr_t()
+        pthread_mutexattr_init(&mutexAttributes)
+        #if canImport(Glibc)
+        // Critical sections here are a few dozen instructions: spinning
+        // briefly beats putting a contended thread to sleep in the kernel.
+        pthread_mutexattr_settype(&mutexAttributes, Int32(PTHREAD_MUTEX_ADAPTIVE_NP))
+        #endif
+        let rc1 = pthread_mutex_init(mutex, &mutexAttributes)
+        pthread_mutexattr_destroy(&mutexAttributes)
         precondition(rc1 == 0, "pthread_mutex_init failed: \(rc1)")
         var attr = pthread_condattr_t()
         pthread_condattr_init(&attr)
