@@ -91,6 +91,48 @@ enum TobyAsync {
         }
     }
 
+    /// Echo server task: `receiveAvailable()` (async) and one
+    /// `send(contentsOf:)` per burst.
+    static func batchingEcho(_ connection: Toby.Connection) async throws {
+        while case let batch = try await connection.serverReceiver.receiveAvailable(), !batch.isEmpty {
+            try connection.server.send(contentsOf: batch)
+        }
+    }
+
+    /// The client keeps `window` outstanding, replying to each burst of
+    /// replies (async `receiveAvailable()`) with one `send(contentsOf:)`.
+    static func pipelinedBatches(count: Int, window: Int, timeout: Double) throws -> Sample {
+        let payloads = Payloads(size: 64)
+        return try Toby.with(1) { all in
+            let connection = all[0]
+            let nanoseconds = try runAsync(timeout: timeout) {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await batchingEcho(connection) }
+                    let start = nowNanoseconds()
+                    var check = Checker(payloads)
+                    var sent = min(window, count)
+                    try connection.client.send(contentsOf: payloads.batch(sent))
+                    while check.count < count {
+                        let replies = try await connection.clientReceiver.receiveAvailable()
+                        if replies.isEmpty { break }
+                        for reply in replies { check.check(reply) }
+                        let n = min(replies.count, count - sent)
+                        if n > 0 {
+                            try connection.client.send(contentsOf: (sent..<(sent + n)).map { payloads.message($0) })
+                            sent += n
+                        }
+                    }
+                    let elapsed = nowNanoseconds() - start
+                    try connection.client.close()
+                    try await group.waitForAll()
+                    try check.verify(expected: count)
+                    return elapsed
+                }
+            }
+            return .throughput(messages: count, size: 64, nanoseconds: nanoseconds)
+        }
+    }
+
     /// Many connections: sender threads as in the blocking variant, one
     /// receiving task per connection.
     static func manyConnections(connections count: Int, perConnection: Int, senderThreads: Int, timeout: Double) throws -> Sample {

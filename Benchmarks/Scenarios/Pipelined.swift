@@ -16,6 +16,9 @@ enum Pipelined {
                 Row(name: "TobyTCP receive()+tryReceive() → send(contentsOf:)", family: .toby) {
                     try Toby.pipelined(count: count, window: window, timeout: timeout)
                 },
+                Row(name: "TobyTCP async receiveAvailable() → send(contentsOf:)", family: .toby) {
+                    try TobyAsync.pipelinedBatches(count: count, window: window, timeout: timeout)
+                },
                 Row(name: "TobyTCP for try await → send(_:)", family: .toby) {
                     try TobyAsync.pipelined(count: count, window: window, timeout: timeout)
                 },

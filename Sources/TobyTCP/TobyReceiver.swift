@@ -213,6 +213,18 @@ public final class TobyReceiver: @unchecked Sendable {
         return outcome
     }
 
+    /// `first` followed by the complete frames already in the ring, up to
+    /// `maxCount` messages, taken under one lock.
+    func collectBuffered(after first: [UInt8], maxCount: Int) -> [[UInt8]] {
+        var batch = [first]
+        lock.lock()
+        defer { lock.unlock() }
+        while batch.count < maxCount, let message = nextBuffered() {
+            batch.append(message)
+        }
+        return batch
+    }
+
     /// The hot path, with the lock held: a whole frame already in the ring,
     /// copied out, without the general state machine.
     @inline(__always)

@@ -169,3 +169,46 @@ struct AnySequenceCollection: Collection {
     subscript(index: Int) -> UInt8 { base[index] }
     func index(after i: Int) -> Int { i + 1 }
 }
+
+final class ReceiveAvailableTests: XCTestCase {
+    func testBlockingBatchTakesEverythingBufferedInOrder() throws {
+        let (messenger, peer) = try makePair()
+        let receiver = try messenger.start()
+        peer.write((0..<10).flatMap { frame([UInt8($0)]) })
+        XCTAssertEqual(try receiver.receiveAvailable(maxCount: 4), [[0], [1], [2], [3]])
+        XCTAssertEqual(try receiver.receiveAvailable(), (4..<10).map { [UInt8($0)] })
+        peer.write(frame([42]) + TobyProtocol.prefix(length: 1 << 62))
+        XCTAssertEqual(try receiver.receiveAvailable(), [[42]], "messages before an error come first")
+        XCTAssertThrowsError(try receiver.receiveAvailable())
+    }
+
+    func testAsyncBatchEndsWithEmptyArray() async throws {
+        let (messenger, peer) = try makePair()
+        let receiver = try messenger.start()
+        peer.write(frame([1]) + frame([2]))
+        peer.shutdownWrite()
+        let first = try await receiver.receiveAvailable()
+        XCTAssertEqual(first, [[1], [2]])
+        let end = try await receiver.receiveAvailable()
+        XCTAssertEqual(end, [])
+    }
+
+    func testPipelinedEchoWithBatches() async throws {
+        let (client, server) = try makeTCPPair()
+        let serverReceiver = try server.start()
+        let clientReceiver = try client.start()
+        let echo = Task {
+            while case let batch = try await serverReceiver.receiveAvailable(), !batch.isEmpty {
+                try server.send(contentsOf: batch)
+            }
+            try server.close()
+        }
+        let payloads = (0..<2000).map { pattern($0 % 90, seed: UInt64($0)) }
+        try client.send(contentsOf: payloads)
+        try client.close()
+        var got: [[UInt8]] = []
+        while case let batch = try await clientReceiver.receiveAvailable(), !batch.isEmpty { got += batch }
+        try await echo.value
+        XCTAssertEqual(got, payloads)
+    }
+}
