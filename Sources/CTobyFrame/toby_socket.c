@@ -192,8 +192,8 @@ int toby_socket_listen_unix(const char *path, int backlog, int *fd) {
     return 0;
 }
 
-static void describe_peer(const struct sockaddr_storage *ss, char *out,
-                          size_t out_len) {
+static void describe_peer(int fd, const struct sockaddr_storage *ss,
+                          char *out, size_t out_len) {
     if (out == NULL || out_len == 0)
         return;
     char host[INET6_ADDRSTRLEN];
@@ -207,6 +207,14 @@ static void describe_peer(const struct sockaddr_storage *ss, char *out,
         snprintf(out, out_len, "[%s]:%u", host, (unsigned)ntohs(in6->sin6_port));
     } else {
         snprintf(out, out_len, "unix");
+#ifdef SO_PEERCRED
+        /* Unix peers all share the listener's path; their process id is
+         * what tells them apart. */
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+            snprintf(out, out_len, "pid %ld", (long)cred.pid);
+#endif
     }
 }
 
@@ -225,7 +233,7 @@ int toby_socket_accept(int listen_fd, int *fd, char *peer, size_t peer_len) {
         }
         if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)
             set_nodelay(s);
-        describe_peer(&ss, peer, peer_len);
+        describe_peer(s, &ss, peer, peer_len);
         *fd = s;
         return 0;
     }

@@ -108,7 +108,11 @@ public final class TobyListener: @unchecked Sendable {
             _ = Glibc.close(fd)
             throw .closed
         }
-        let peerText = unixPath.map { "unix:\($0)" } ?? String(decoding: peer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let described = String(decoding: peer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        var peerText = described
+        if let unixPath {
+            peerText = described.hasPrefix("pid ") ? "unix:\(unixPath) (\(described))" : "unix:\(unixPath)"
+        }
         return TobyMessenger(owning: fd, peer: peerText, configuration: configuration)
     }
 

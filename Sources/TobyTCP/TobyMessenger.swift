@@ -31,8 +31,10 @@ public final class TobyMessenger: Sendable {
     /// The configuration of the connection.
     public let configuration: TobyConfiguration
 
-    /// The peer's address as text (`"127.0.0.1:5000"`, `"[::1]:5000"`,
-    /// `"unix:/path"`), or `"fd N"` for a socket handed to ``init(socket:configuration:)``.
+    /// The peer's address as text: `"127.0.0.1:5000"`, `"[::1]:5000"`,
+    /// `"unix:/path"` (for an accepted Unix connection `"unix:/path (pid 42)"`,
+    /// since all its peers share the path), or `"fd N"` for a socket handed
+    /// to ``init(socket:configuration:)``.
     public let peer: String
 
     let socket: SocketHandle

@@ -94,7 +94,8 @@ final class MessengerScenarioTests: XCTestCase {
         XCTAssertEqual(try serverReceiver.receive(), [3])
         try server.send([4])
         XCTAssertEqual(try clientReceiver.receive(), [4])
-        XCTAssertEqual(server.peer, "unix:\(path)")
+        XCTAssertEqual(server.peer, "unix:\(path) (pid \(getpid()))")
+        XCTAssertEqual(client.peer, "unix:\(path)")
         listener.close()
         XCTAssertFalse(FileManager.default.fileExists(atPath: path), "the listener removes its socket file")
     }

@@ -349,7 +349,8 @@ int toby_socket_listen_unix(const char *path, int backlog, int *fd);
 /**
  * accept(2) with close-on-exec, retrying EINTR, and TCP_NODELAY on TCP
  * connections. Writes the peer's address as text ("1.2.3.4:5", "[::1]:5",
- * or "unix") into `peer` (caller-owned, `peer_len` bytes, may be NULL).
+ * or for a Unix socket "pid N" where SO_PEERCRED exists, else "unix") into
+ * `peer` (caller-owned, `peer_len` bytes, may be NULL).
  * Returns 0 and a caller-owned fd, or -errno.
  */
 int toby_socket_accept(int listen_fd, int *fd, char *peer, size_t peer_len);
