@@ -233,6 +233,20 @@ ssize_t toby_reader_direct_fill(toby_reader *r, void *dst, size_t dst_len,
         iov[0].iov_base = dst;
         iov[0].iov_len = dst_len;
         int n = 1 + ring_free_iov(r, iov + 1);
+        /* Read only a little ahead into the ring: enough for the next
+         * prefix and a few small frames. Filling the whole ring would pull
+         * most of a following large frame into it, to be copied out again
+         * (measured: 64 KiB frames reached about half the kernel's rate). */
+        size_t ahead = 0;
+        for (int i = 1; i < n; i++) {
+            if (ahead + iov[i].iov_len > TOBY_DIRECT_READAHEAD)
+                iov[i].iov_len = TOBY_DIRECT_READAHEAD - ahead;
+            ahead += iov[i].iov_len;
+            if (iov[i].iov_len == 0) {
+                n = i;
+                break;
+            }
+        }
         ssize_t got = receive(r, iov, n, flags);
         if (got > 0) {
             size_t into_dst = (size_t)got < dst_len ? (size_t)got : dst_len;

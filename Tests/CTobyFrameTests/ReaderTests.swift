@@ -552,3 +552,33 @@ final class ReaderTests: XCTestCase {
         XCTAssertEqual(first, -ECONNRESET)
     }
 }
+
+final class DirectReadaheadTests: XCTestCase {
+    /// A direct fill reads at most TOBY_DIRECT_READAHEAD bytes past the
+    /// frame into the ring: a following large frame goes mostly straight to
+    /// its own destination instead of through the ring.
+    func testDirectFillReadsOnlyALittleAhead() {
+        let capacity = 64 * 1024
+        let big = payload(100_000, seed: 1)
+        let next = payload(100_000, seed: 2)
+        let stream = referenceEncode([big, next], TOBY_LITTLE_ENDIAN)
+        let box = ReaderBox(capacity: capacity, maxFrame: 1 << 20, order: TOBY_LITTLE_ENDIAN,
+                            recv: [.data(Array(stream[..<8])), .data(Array(stream[8...]))])
+        XCTAssertEqual(box.fill(), 8)
+        var f = toby_frame()
+        XCTAssertEqual(box.next(&f), Int32(TOBY_FRAME_DIRECT))
+        var dst = [UInt8](repeating: 0, count: big.count)
+        var got = 0
+        while got < big.count {
+            let n = dst.withUnsafeMutableBytes { toby_reader_direct_fill(box.reader, $0.baseAddress! + got, big.count - got, 0) }
+            XCTAssertGreaterThan(n, 0)
+            got += n
+        }
+        XCTAssertEqual(dst, big)
+        XCTAssertEqual(box.buffered, Int(TOBY_DIRECT_READAHEAD), "read ahead is capped")
+        // The rest of the stream still decodes: the next frame is direct too.
+        XCTAssertEqual(box.next(&f), Int32(TOBY_FRAME_DIRECT))
+        XCTAssertEqual(f.length, UInt64(next.count))
+        XCTAssertEqual(f.len.0 + f.len.1, Int(TOBY_DIRECT_READAHEAD) - 8)
+    }
+}

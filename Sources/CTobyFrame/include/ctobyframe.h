@@ -225,9 +225,13 @@ ssize_t toby_reader_fill(toby_reader *r, int flags);
  */
 size_t toby_reader_direct_take(toby_reader *r, void *dst, size_t dst_len);
 
+/** Most bytes a direct fill reads into the ring past the direct frame. */
+#define TOBY_DIRECT_READAHEAD 4096
+
 /**
  * For a TOBY_FRAME_DIRECT frame: one recvmsg whose iovecs are
- * [dst .. dst+dst_len) followed by the free ring space, so the rest of the
+ * [dst .. dst+dst_len) followed by up to TOBY_DIRECT_READAHEAD bytes of
+ * free ring space, so the rest of the
  * payload lands straight in its destination and the bytes of the frames
  * after it land in the ring. `dst` is caller-owned and only used during the
  * call; `dst_len` must not exceed the payload bytes still owed. Returns the
