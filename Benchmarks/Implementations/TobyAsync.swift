@@ -60,37 +60,6 @@ enum TobyAsync {
         }
     }
 
-    /// The client keeps `window` outstanding: one `send(_:)` per reply.
-    static func pipelined(count: Int, window: Int, timeout: Double) throws -> Sample {
-        let payloads = Payloads(size: 64)
-        return try Toby.with(1) { all in
-            let connection = all[0]
-            let nanoseconds = try runAsync(timeout: timeout) {
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { try await echo(connection) }
-                    let start = nowNanoseconds()
-                    var check = Checker(payloads)
-                    var sent = min(window, count)
-                    try connection.client.send(contentsOf: payloads.batch(sent))
-                    for try await reply in connection.clientReceiver {
-                        check.check(reply)
-                        if sent < count {
-                            try connection.client.send(payloads.message(sent))
-                            sent += 1
-                        }
-                        if check.count == count { break }
-                    }
-                    let elapsed = nowNanoseconds() - start
-                    try connection.client.close()
-                    try await group.waitForAll()
-                    try check.verify(expected: count)
-                    return elapsed
-                }
-            }
-            return .throughput(messages: count, size: 64, nanoseconds: nanoseconds)
-        }
-    }
-
     /// Echo server task: `receiveAvailable()` (async) and one
     /// `send(contentsOf:)` per burst.
     static func batchingEcho(_ connection: Toby.Connection) async throws {
@@ -99,27 +68,40 @@ enum TobyAsync {
         }
     }
 
-    /// The client keeps `window` outstanding, replying to each burst of
-    /// replies (async `receiveAvailable()`) with one `send(contentsOf:)`.
-    static func pipelinedBatches(count: Int, window: Int, timeout: Double) throws -> Sample {
+    /// The client keeps `window` outstanding. Per message: `for try await`
+    /// and one `send(_:)` per reply, against `echo`. Batched: async
+    /// `receiveAvailable()` and one `send(contentsOf:)` per burst, on both
+    /// sides.
+    static func pipelined(count: Int, window: Int, batched: Bool, timeout: Double) throws -> Sample {
         let payloads = Payloads(size: 64)
         return try Toby.with(1) { all in
             let connection = all[0]
             let nanoseconds = try runAsync(timeout: timeout) {
                 try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { try await batchingEcho(connection) }
+                    group.addTask { try await batched ? batchingEcho(connection) : echo(connection) }
                     let start = nowNanoseconds()
                     var check = Checker(payloads)
                     var sent = min(window, count)
                     try connection.client.send(contentsOf: payloads.batch(sent))
-                    while check.count < count {
-                        let replies = try await connection.clientReceiver.receiveAvailable()
-                        if replies.isEmpty { break }
-                        for reply in replies { check.check(reply) }
-                        let n = min(replies.count, count - sent)
-                        if n > 0 {
-                            try connection.client.send(contentsOf: (sent..<(sent + n)).map { payloads.message($0) })
-                            sent += n
+                    if batched {
+                        while check.count < count {
+                            let replies = try await connection.clientReceiver.receiveAvailable()
+                            if replies.isEmpty { break }
+                            for reply in replies { check.check(reply) }
+                            let n = min(replies.count, count - sent)
+                            if n > 0 {
+                                try connection.client.send(contentsOf: (sent..<(sent + n)).map { payloads.message($0) })
+                                sent += n
+                            }
+                        }
+                    } else {
+                        for try await reply in connection.clientReceiver {
+                            check.check(reply)
+                            if sent < count {
+                                try connection.client.send(payloads.message(sent))
+                                sent += 1
+                            }
+                            if check.count == count { break }
                         }
                     }
                     let elapsed = nowNanoseconds() - start

@@ -17,10 +17,10 @@ enum Pipelined {
                     try Toby.pipelined(count: count, window: window, timeout: timeout)
                 },
                 Row(name: "TobyTCP async receiveAvailable() → send(contentsOf:)", family: .toby) {
-                    try TobyAsync.pipelinedBatches(count: count, window: window, timeout: timeout)
+                    try TobyAsync.pipelined(count: count, window: window, batched: true, timeout: timeout)
                 },
                 Row(name: "TobyTCP for try await → send(_:)", family: .toby) {
-                    try TobyAsync.pipelined(count: count, window: window, timeout: timeout)
+                    try TobyAsync.pipelined(count: count, window: window, batched: false, timeout: timeout)
                 },
                 Row(name: "pure Swift (read 1, write 1)", family: .pure) {
                     try PureSwift.pipelined(count: count, window: window, timeout: timeout)
