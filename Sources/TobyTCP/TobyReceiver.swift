@@ -160,13 +160,10 @@ public final class TobyReceiver: @unchecked Sendable {
     public func receive<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) throws -> Result? {
         lock.lock()
         defer { lock.unlock() }
-        if failure == nil {
-            // Hot path: a whole, unwrapped frame already in the ring.
-            var frame = toby_frame()
-            if toby_reader_next(reader, &frame) == TOBY_FRAME && frame.len.1 == 0 {
-                defer { toby_reader_consume(reader) }
-                return try body(UnsafeRawBufferPointer(start: frame.data.0, count: frame.len.0))
-            }
+        // Hot path: a whole, unwrapped frame already in the ring.
+        if let frame = bufferedFrame(), frame.len.1 == 0 {
+            defer { toby_reader_consume(reader) }
+            return try body(UnsafeRawBufferPointer(start: frame.data.0, count: frame.len.0))
         }
         let deadline = configuration.readTimeout.map { monotonicNanoseconds() &+ $0.clampedNanoseconds }
         let outcome = try step(flags: deadline == nil ? 0 : Int32(MSG_DONTWAIT), deadline: deadline)
@@ -229,10 +226,17 @@ public final class TobyReceiver: @unchecked Sendable {
     /// copied out, without the general state machine.
     @inline(__always)
     func nextBuffered() -> [UInt8]? {
+        bufferedFrame().map(copyOut)
+    }
+
+    /// With the lock held: the next frame if it is already whole in the ring
+    /// (not yet consumed), without the general state machine.
+    @inline(__always)
+    private func bufferedFrame() -> toby_frame? {
         guard failure == nil else { return nil }
         var frame = toby_frame()
         guard toby_reader_next(reader, &frame) == TOBY_FRAME else { return nil }
-        return copyOut(frame)
+        return frame
     }
 
     /// Copies a ring frame into a new array and releases it from the ring.

@@ -106,11 +106,7 @@ final class FrameSender: @unchecked Sendable {
     func flush() throws(TobyError) {
         lock.lock()
         defer { lock.unlock() }
-        while writing && failure == nil {
-            waiters += 1
-            lock.wait()
-            waiters -= 1
-        }
+        waitWhileWriting()
         if let failure { throw failure }
     }
 
@@ -120,11 +116,7 @@ final class FrameSender: @unchecked Sendable {
         lock.lock()
         let wasClosed = closed
         closed = true
-        while writing && failure == nil {
-            waiters += 1
-            lock.wait()
-            waiters -= 1
-        }
+        waitWhileWriting()
         let failure = self.failure
         lock.unlock()
         if !wasClosed { socket.shutdown(Int32(SHUT_WR)) }
@@ -132,6 +124,16 @@ final class FrameSender: @unchecked Sendable {
     }
 
     // MARK: Internals
+
+    /// With the lock held: waits until no thread holds the writer role (the
+    /// queue is then empty) or the connection failed.
+    private func waitWhileWriting() {
+        while writing && failure == nil {
+            waiters += 1
+            lock.wait()
+            waiters -= 1
+        }
+    }
 
     private enum Admission {
         /// The message is queued behind the current writer: return.
@@ -226,7 +228,6 @@ final class FrameSender: @unchecked Sendable {
     /// also becomes sticky.
     private func finishWriting(_ firstError: TobyError?) throws(TobyError) {
         var error = firstError
-        var lingered = false
         while error == nil {
             lock.lock()
             if successorWaiting {
@@ -236,15 +237,6 @@ final class FrameSender: @unchecked Sendable {
                 lock.broadcast()
                 lock.unlock()
                 return
-            }
-            if queueHead == queue.count && writerPasses > 0 && !lingered {
-                // Others were sending during this term: give them one chance
-                // to queue more before giving the socket up, or the next
-                // sender would write a lone message.
-                lingered = true
-                lock.unlock()
-                sched_yield()
-                continue
             }
             if queueHead == queue.count {
                 queue.removeAll(keepingCapacity: true)
@@ -272,7 +264,6 @@ final class FrameSender: @unchecked Sendable {
             }
             swaps &+= 1
             writerPasses += 1
-            lingered = false
             if waiters > 0 { lock.broadcast() }
             lock.unlock()
             error = writeBatch(batch)
