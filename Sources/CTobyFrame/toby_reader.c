@@ -28,6 +28,12 @@ static void ring_copy_out(const toby_reader *r, size_t skip, void *dst,
 /* Describes n buffered bytes starting `skip` after head as <= 2 segments. */
 static void ring_segments(const toby_reader *r, size_t skip, size_t n,
                           toby_frame *f) {
+    if (n == 0) {
+        /* Also covers a detached ring (NULL): no pointer arithmetic on it. */
+        f->data[0] = f->data[1] = NULL;
+        f->len[0] = f->len[1] = 0;
+        return;
+    }
     size_t start = (r->head + skip) & ring_mask(r);
     size_t first = r->capacity - start;
     if (first > n)
@@ -270,3 +276,20 @@ uint64_t toby_reader_direct_remaining(const toby_reader *r) {
 }
 
 size_t toby_reader_buffered(const toby_reader *r) { return ring_used(r); }
+
+int toby_reader_set_ring(toby_reader *r, uint8_t *ring, size_t capacity) {
+    if (r == NULL || ring_used(r) != 0 || r->current != 0)
+        return TOBY_EINVAL;
+    if (ring == NULL) {
+        if (capacity != 0)
+            return TOBY_EINVAL;
+    } else if (capacity < 16 || (capacity & (capacity - 1)) != 0 ||
+               capacity > ((size_t)1 << (sizeof(size_t) * 8 - 2))) {
+        return TOBY_EINVAL;
+    }
+    r->ring = ring;
+    r->capacity = capacity;
+    r->head = 0;
+    r->tail = 0;
+    return 0;
+}

@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -218,12 +219,14 @@ static void describe_peer(int fd, const struct sockaddr_storage *ss,
     }
 }
 
-int toby_socket_accept(int listen_fd, int *fd, char *peer, size_t peer_len) {
+static int accept_with(int listen_fd, int flags, int *fd, char *peer,
+                       size_t peer_len) {
     for (;;) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         memset(&ss, 0, sizeof(ss));
-        int s = accept4(listen_fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
+        int s = accept4(listen_fd, (struct sockaddr *)&ss, &len,
+                        SOCK_CLOEXEC | flags);
         if (s < 0) {
             /* A connection the peer abandoned before we got to it is not
              * the listener's failure: take the next one (as libuv does). */
@@ -237,4 +240,24 @@ int toby_socket_accept(int listen_fd, int *fd, char *peer, size_t peer_len) {
         *fd = s;
         return 0;
     }
+}
+
+int toby_socket_accept(int listen_fd, int *fd, char *peer, size_t peer_len) {
+    return accept_with(listen_fd, 0, fd, peer, peer_len);
+}
+
+int toby_socket_accept_nonblocking(int listen_fd, int *fd, char *peer,
+                                   size_t peer_len) {
+    int rc = accept_with(listen_fd, SOCK_NONBLOCK, fd, peer, peer_len);
+    return rc == -EWOULDBLOCK ? -EAGAIN : rc;
+}
+
+int toby_socket_set_nonblocking(int fd, int on) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0)
+        return -errno;
+    int wanted = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+    if (wanted != flags && fcntl(fd, F_SETFL, wanted) != 0)
+        return -errno;
+    return 0;
 }

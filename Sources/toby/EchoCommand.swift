@@ -14,9 +14,15 @@ struct EchoCommand: ParsableCommand {
         discussion: """
             Prints one line, 'listening on ADDRESS', as soon as it accepts \
             connections (with --port 0 the address holds the port that was picked), \
-            then serves any number of connections at once, each on its own thread, \
-            until SIGINT or SIGTERM, when it stops listening, removes its Unix socket \
-            file and exits with status 0.
+            then serves any number of connections at once until SIGINT or SIGTERM, \
+            when it stops listening, removes its Unix socket file and exits with \
+            status 0.
+
+            --api handler (the default) serves every connection on event loops, \
+            --threads of them (default: one per core), with the loop-thread handler \
+            API: each read's messages are echoed straight from the receive ring, \
+            in one sendmsg. --api blocking serves each connection on a thread of its \
+            own with the blocking TobyMessenger API.
 
             A misbehaving peer (a frame over --max-frame, a reset, a frame cut short) \
             loses its own connection only; one line about it goes to stderr.
@@ -25,13 +31,68 @@ struct EchoCommand: ParsableCommand {
               toby echo --port 15235
               toby echo --port 0 --host ::
               toby echo --unix /tmp/toby.sock --byte-order big --max-frame 1M
+              toby echo --port 0 --threads 4
+              toby echo --port 0 --api blocking
             """)
+
+    /// Which of the library's server APIs serves the connections.
+    enum API: String, ExpressibleByArgument, CaseIterable {
+        case handler
+        case blocking
+    }
 
     @OptionGroup(title: "Address") var endpoint: EndpointOptions
     @OptionGroup(title: "Framing") var framing: FramingOptions
 
+    @Option(help: ArgumentHelp(
+        "Server API: handler (event loops, the default) or blocking (a thread per connection).",
+        valueName: "api"))
+    var api: API = .handler
+
+    @Option(help: ArgumentHelp(
+        "Event-loop threads for --api handler (default: one per core).", valueName: "n"))
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, !(1...1024).contains(threads) {
+            throw ValidationError("--threads must be in 1...1024 (got \(threads)).")
+        }
+        if threads != nil && api != .handler {
+            throw ValidationError("--threads applies to --api handler only.")
+        }
+    }
+
     func run() throws {
-        try Server.run(endpoint: endpoint, framing: framing, handle: EchoCommand.echo)
+        switch api {
+        case .handler:
+            try Server.runOnLoops(endpoint: endpoint, framing: framing, threads: threads) { _ in LoopEcho() }
+        case .blocking:
+            try Server.run(endpoint: endpoint, framing: framing, handle: EchoCommand.echo)
+        }
+    }
+
+    /// The echo on the loop: every message of a read goes back straight
+    /// from the ring, all of them in one sendmsg.
+    struct LoopEcho: TobyServerHandler {
+        private var inputDone = false
+
+        func received(_ messages: TobyMessages, on connection: TobyConnection) {
+            // Throws only once the connection is closing; nothing to answer then.
+            try? connection.send(contentsOf: messages)
+        }
+
+        mutating func inputEnded(on connection: TobyConnection) {
+            inputDone = true
+            connection.close()
+        }
+
+        func connectionClosed(_ connection: TobyConnection, error: TobyError?) {
+            guard let error else { return }
+            // A peer that ended cleanly and left without reading its replies
+            // (`toby send` without --replies) did nothing wrong.
+            if inputDone, case .system(_, let code) = error, code == EPIPE || code == ECONNRESET { return }
+            Output.error("\(connection.peer): \(error)")
+        }
     }
 
     /// Most frames taken in one batch after a blocking receive, and their bytes.

@@ -55,6 +55,37 @@ enum Server {
     }
 }
 
+extension Server {
+    /// Runs a ``TobyServer`` on event loops until SIGINT or SIGTERM: prints
+    /// `listening on ADDRESS`, serves, then stops listening (removing a Unix
+    /// socket file) and exits with status 0.
+    static func runOnLoops(
+        endpoint: EndpointOptions, framing: FramingOptions, threads: Int?,
+        handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
+    ) throws -> Never {
+        let signals = try SignalPipe(catching: [SIGINT, SIGTERM])
+        let server: TobyServer
+        do {
+            let configuration = try framing.configuration()
+            let group = try TobyEventLoopGroup(threads: threads ?? TobyEventLoopGroup.coreCount)
+            if let unixPath = endpoint.unixPath {
+                server = try TobyServer.listen(unixPath: unixPath, configuration: configuration, group: group, handler: handler)
+            } else {
+                server = try TobyServer.listen(
+                    host: endpoint.host ?? "127.0.0.1", port: UInt16(endpoint.port ?? 0),
+                    configuration: configuration, group: group, handler: handler)
+            }
+        } catch {
+            Output.error(error.description)
+            throw ExitCode.failure
+        }
+        Output.line("listening on \(server.address)")
+        signals.wait()
+        server.close(gracePeriod: .milliseconds(500))
+        exit(0)
+    }
+}
+
 /// Threads without Foundation: one pthread per body, detached or joinable.
 enum Threads {
     private final class Body {

@@ -1,0 +1,76 @@
+import CTobyFrame
+import Glibc
+
+/// What the loops share about one server: its listener, settings, handler
+/// factory and live-connection count.
+final class ServerCore: @unchecked Sendable {
+    private static let ids = ConditionLock()
+    nonisolated(unsafe) private static var nextID = 1  // guarded by ids
+
+    let id: Int
+    let listenFD: Int32
+    let configuration: TobyConfiguration
+    let options: TobyServer.Options
+    let makeHandler: @Sendable (TobyConnection) -> any TobyServerHandler
+    let isUnix: Bool
+    let unixPath: String?
+
+    let lock = ConditionLock()
+    // Guarded by lock.
+    private var live = 0
+    private var acceptFailures = 0
+    private var lastAcceptError: TobyError?
+
+    init(listenFD: Int32, unixPath: String?, configuration: TobyConfiguration, options: TobyServer.Options,
+         makeHandler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler) {
+        id = ServerCore.ids.withLock {
+            let id = ServerCore.nextID
+            ServerCore.nextID += 1
+            return id
+        }
+        self.listenFD = listenFD
+        self.unixPath = unixPath
+        self.isUnix = unixPath != nil
+        self.configuration = configuration
+        self.options = options
+        self.makeHandler = makeHandler
+    }
+
+    func describePeer(_ text: String) -> String {
+        guard let unixPath else { return text }
+        return text == "unix" ? "unix:\(unixPath)" : "unix:\(unixPath) (\(text))"
+    }
+
+    func connectionOpened() { lock.withLock { live += 1 } }
+
+    func connectionClosed() {
+        lock.withLock {
+            live -= 1
+            if live == 0 { lock.broadcast() }
+        }
+    }
+
+    func noteAcceptFailure(_ error: TobyError) {
+        lock.withLock {
+            acceptFailures += 1
+            lastAcceptError = error
+        }
+    }
+
+    var liveConnections: Int { lock.withLock { live } }
+
+    var acceptFailureCount: Int { lock.withLock { acceptFailures } }
+
+    var lastAcceptFailure: TobyError? { lock.withLock { lastAcceptError } }
+
+    /// Waits until no connection is left or `deadline` (monotonic ns) passes.
+    func waitForNoConnections(until deadline: UInt64) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        while live > 0 {
+            if monotonicNanoseconds() >= deadline { return false }
+            _ = lock.wait(untilMonotonicNanoseconds: min(deadline, monotonicNanoseconds() + 50_000_000))
+        }
+        return true
+    }
+}

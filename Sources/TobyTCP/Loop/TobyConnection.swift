@@ -1,0 +1,780 @@
+import CTobyFrame
+import Glibc
+
+/// A connection served by an event loop (accepted by a ``TobyServer``).
+///
+/// It belongs to one loop thread, which reads it, runs its handler and
+/// writes it with no lock. The handle itself may be used from any thread:
+///
+/// - On the loop thread (inside a handler), ``send(_:)-(UnsafeRawBufferPointer)``
+///   queues the frame and the loop writes everything queued right after
+///   the handler returns, in as few `sendmsg` calls as it takes.
+/// - From another thread, `send` hands the message to the loop (a queue
+///   and a wake-up) and returns; each thread's messages keep their order.
+///   When more than `maxQueuedSendBytes` wait that way, the sending thread
+///   blocks until the loop has taken them (a loop thread never blocks: it
+///   queues beyond the bound instead).
+///
+/// ``close()`` sends everything accepted, then ends the stream;
+/// ``abort()`` drops what is queued and resets the connection.
+public final class TobyConnection: @unchecked Sendable {
+    /// The peer's address as text, as for ``TobyMessenger/peer``.
+    public let peer: String
+
+    /// The connection's configuration (the server's).
+    public var configuration: TobyConfiguration { server.configuration }
+
+    /// The lifecycle, one state at a time instead of interacting flags.
+    enum State: Equatable {
+        /// Reading and writing.
+        case open
+        /// The peer ended its stream; we may still write.
+        case inputEnded
+        /// The owner closed: queued output drains, then our side ends.
+        case closing(inputEnded: Bool)
+        /// Our side ended; reading until the peer ends (or the linger runs out).
+        case halfClosed
+        /// Input failed: queued output drains, then the descriptor closes.
+        case draining
+        /// Over: the descriptor is closed.
+        case closed
+
+        var reads: Bool {
+            switch self {
+            case .open, .halfClosed, .closing(inputEnded: false): return true
+            default: return false
+            }
+        }
+
+        var acceptsSends: Bool {
+            switch self {
+            case .open, .inputEnded: return true
+            default: return false
+            }
+        }
+    }
+
+    /// How long a half-closed connection waits for its peer's end, and a
+    /// draining one for its peer to read, before it is closed regardless.
+    static let lingerNanoseconds: UInt64 = 30_000_000_000
+
+    let fd: Int32
+    let token: UInt64
+    unowned let loop: EventLoop
+    let server: ServerCore
+    private let order: toby_byte_order
+    private let highWater: Int
+    private let lowWater: Int
+
+    // Loop thread only.
+    private(set) var state = State.open
+    private var handler: (any TobyServerHandler)?
+    private let reader: UnsafeMutablePointer<toby_reader>
+    private var ring: UnsafeMutableRawPointer?
+    private var direct: [UInt8] = []
+    private var directFilled = 0
+    private var output = OutputQueue()
+    private var interest = UInt32(TOBY_LOOP_READ)
+    private var readPaused = false
+    private var isDirty = false
+    private var deadline: UInt64 = .max
+    private var timerAt: UInt64 = .max
+    private var failure: TobyError?
+    /// Set while the handler runs; it is moved out of `handler` meanwhile,
+    /// so a handler that closes its connection does not overlap itself.
+    private var inHandler = false
+    /// A close that happened during a handler call, reported after it.
+    private var closedDuringHandler: TobyError??
+
+    // Guarded by loop.lock: work handed over by other threads.
+    private var foreign: [[UInt8]] = []
+    private var foreignBytes = 0
+    private var foreignClose: CloseKind?
+    private var foreignNotified = false
+    private var foreignOpen = true
+    private var foreignWaiters = 0
+
+    enum CloseKind { case graceful, abortive }
+
+    init(fd: Int32, peer: String, token: UInt64, loop: EventLoop, server: ServerCore) {
+        self.fd = fd
+        self.peer = peer
+        self.token = token
+        self.loop = loop
+        self.server = server
+        let configuration = server.configuration
+        order = configuration.byteOrder == .littleEndian ? TOBY_LITTLE_ENDIAN : TOBY_BIG_ENDIAN
+        highWater = server.options.writeHighWaterMark
+        lowWater = server.options.writeLowWaterMark
+        reader = .allocate(capacity: 1)
+        reader.initialize(to: toby_reader())
+    }
+
+    deinit {
+        reader.deallocate()
+    }
+
+    // MARK: Sending
+
+    /// Sends one message.
+    ///
+    /// - Throws: ``TobyError/frameTooLarge(length:limit:prefix:)`` if it is
+    ///   over `maxFrameLength` (nothing is sent), ``TobyError/closed`` once the
+    ///   connection is closing or closed.
+    public func send(_ bytes: UnsafeRawBufferPointer) throws(TobyError) {
+        try checkLength(bytes.count)
+        if loop.isCurrent {
+            guard state.acceptsSends else { throw sendError() }
+            output.append(payload: bytes, order: order, pool: loop.outputPool)
+            markDirty()
+        } else {
+            try sendForeign([[UInt8](bytes)], bytes: bytes.count)
+        }
+    }
+
+    /// Sends one message held by an array (retained, not copied, when large).
+    public func send(_ message: [UInt8]) throws(TobyError) {
+        try checkLength(message.count)
+        if loop.isCurrent {
+            guard state.acceptsSends else { throw sendError() }
+            output.append(payload: message, order: order, pool: loop.outputPool)
+            markDirty()
+        } else {
+            try sendForeign([message], bytes: message.count)
+        }
+    }
+
+    /// Sends the UTF-8 bytes of `text` as one message.
+    public func send(_ text: String) throws(TobyError) {
+        try send(Array(text.utf8))
+    }
+
+    /// Sends several messages, in order.
+    public func send(contentsOf messages: [[UInt8]]) throws(TobyError) {
+        for message in messages { try checkLength(message.count) }
+        if loop.isCurrent {
+            guard state.acceptsSends else { throw sendError() }
+            for message in messages { output.append(payload: message, order: order, pool: loop.outputPool) }
+            markDirty()
+        } else {
+            var total = 0
+            for message in messages { total += message.count }
+            try sendForeign(messages, bytes: total)
+        }
+    }
+
+    /// Sends a received message on, unchanged. On the loop that lent it,
+    /// its frame goes out straight from the ring (prefix and all, without
+    /// re-encoding) when the byte orders match.
+    public func send(_ message: TobyMessage) throws(TobyError) {
+        if loop.isCurrent {
+            if let framed = message.framed, message.order == order {
+                guard state.acceptsSends else { throw sendError() }
+                try checkLength(message.count)
+                output.append(borrowedFrame: framed, pool: loop.outputPool)
+                markDirty()
+                return
+            }
+            if let current = loop.currentDirect,
+               current.withUnsafeBytes({ $0.baseAddress }) == message.bytes.baseAddress {
+                // A frame larger than the ring, in its own array: retain it.
+                try send(current)
+                return
+            }
+        }
+        try send(message.bytes)
+    }
+
+    /// Sends every message of a batch on, unchanged and in order: echoing a
+    /// whole read costs one iovec per contiguous run of the ring.
+    public func send(contentsOf messages: TobyMessages) throws(TobyError) {
+        for message in messages { try send(message) }
+    }
+
+    /// Sends everything queued, then ends our side of the stream (the peer
+    /// reads every message, then end of stream). Reading goes on until the
+    /// peer ends too (at most 30 s), then the descriptor is closed and the
+    /// handler's ``TobyServerHandler/connectionClosed(_:error:)`` runs.
+    /// Safe from any thread; later sends throw ``TobyError/closed``.
+    public func close() {
+        if loop.isCurrent {
+            closeOnLoop()
+        } else {
+            requestForeign(.graceful)
+        }
+    }
+
+    /// Drops everything queued and resets the connection (`SO_LINGER` 0:
+    /// the peer gets a reset, not an end of stream). Safe from any thread.
+    public func abort() {
+        if loop.isCurrent {
+            finish(error: nil, abortive: true)
+        } else {
+            requestForeign(.abortive)
+        }
+    }
+
+    /// Bytes queued for this connection and not yet taken by the kernel
+    /// (exact on the loop thread; a snapshot elsewhere).
+    public var queuedBytes: Int {
+        if loop.isCurrent { return output.pendingBytes + loop.lock.withLock { foreignBytes } }
+        return loop.lock.withLock { foreignBytes }
+    }
+
+    @inline(__always)
+    private func checkLength(_ count: Int) throws(TobyError) {
+        let limit = configuration.maxFrameLength
+        if count > limit {
+            throw .frameTooLarge(length: UInt64(count), limit: UInt64(limit), prefix: [])
+        }
+    }
+
+    private func sendError() -> TobyError {
+        failure ?? .closed
+    }
+
+    @inline(__always)
+    private func markDirty() {
+        if !isDirty {
+            isDirty = true
+            loop.markDirty(self)
+        }
+    }
+
+    // MARK: Other threads
+
+    private func sendForeign(_ messages: [[UInt8]], bytes: Int) throws(TobyError) {
+        let limit = configuration.maxQueuedSendBytes
+        let mayWait = !EventLoop.onAnyLoop
+        loop.lock.lock()
+        while foreignOpen && mayWait && foreignBytes > 0 && foreignBytes + bytes > limit {
+            foreignWaiters += 1
+            loop.lock.wait()
+            foreignWaiters -= 1
+        }
+        guard foreignOpen else {
+            loop.lock.unlock()
+            throw TobyError.closed
+        }
+        foreign.append(contentsOf: messages)
+        foreignBytes += bytes
+        let wake = notifyLocked()
+        loop.lock.unlock()
+        if wake { loop.wakeUp() }
+    }
+
+    private func requestForeign(_ kind: CloseKind) {
+        loop.lock.lock()
+        if foreignOpen {
+            if kind == .abortive || foreignClose == nil { foreignClose = kind }
+            foreignOpen = false
+        }
+        let wake = notifyLocked()
+        loop.lock.unlock()
+        if wake { loop.wakeUp() }
+    }
+
+    /// With loop.lock held: tells the loop this connection has work, once.
+    /// Returns whether the caller must wake the loop.
+    private func notifyLocked() -> Bool {
+        if foreignNotified { return false }
+        guard loop.enqueueLocked(.connection(self)) else { return false }
+        foreignNotified = true
+        return loop.inboxHasOneJob
+    }
+
+    /// On the loop: takes what other threads sent, unless the output queue
+    /// is above its high-water mark (then the senders stay blocked, which
+    /// is the back-pressure, and the work is taken once it drains).
+    func takeForeignWork() {
+        loop.lock.lock()
+        foreignNotified = false
+        guard state != .closed else {
+            loop.lock.unlock()
+            return
+        }
+        if output.pendingBytes >= highWater && foreignClose != .abortive {
+            loop.lock.unlock()
+            return
+        }
+        let messages = foreign
+        let close = foreignClose
+        foreign.removeAll()
+        foreignBytes = 0
+        foreignClose = nil
+        if foreignWaiters > 0 { loop.lock.broadcast() }
+        loop.lock.unlock()
+        if close == .abortive {
+            finish(error: nil, abortive: true)
+            return
+        }
+        if state.acceptsSends {
+            for message in messages { output.append(payload: message, order: order, pool: loop.outputPool) }
+            if !messages.isEmpty { markDirty() }
+        }
+        if close == .graceful { closeOnLoop() }
+    }
+
+    /// On the loop, as it stops: work that arrived too late is refused.
+    func refuseForeignWork() {
+        loop.lock.lock()
+        foreignOpen = false
+        foreign.removeAll()
+        foreignBytes = 0
+        loop.lock.broadcast()
+        loop.lock.unlock()
+    }
+
+    // MARK: Loop events
+
+    func open() {
+        handler = server.makeHandler(self)
+        armReadDeadline()
+        withHandler { $0.connectionOpened(self) }
+        flushIfNeeded()
+    }
+
+    func handle(events: UInt32) {
+        let hangup = UInt32(TOBY_LOOP_HANGUP | TOBY_LOOP_ERROR)
+        if events & UInt32(TOBY_LOOP_WRITE) != 0 && state != .closed {
+            flushOutput()
+        }
+        guard state != .closed else { return }
+        if state.reads && !readPaused {
+            if events & (UInt32(TOBY_LOOP_READ) | hangup) != 0 { readAndDeliver() }
+        } else if events & hangup != 0 {
+            // A hang-up or error while we are not reading (paused, draining,
+            // waiting for the owner): level-triggered, it would be reported
+            // again at once, so settle it now. A write says what happened;
+            // if nothing is queued, the socket is simply gone.
+            flushOutput()
+            if state != .closed && output.isEmpty {
+                finish(error: failure ?? socketError(), abortive: false)
+            }
+        }
+    }
+
+    /// The pending socket error (SO_ERROR), if any.
+    private func socketError() -> TobyError? {
+        var code: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        if getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length) == 0 && code != 0 {
+            return .system(operation: "recvmsg", errno: code)
+        }
+        return nil
+    }
+
+    func timerFired() {
+        timerAt = .max
+        guard state != .closed, deadline != .max else { return }
+        if deadline > loop.now {
+            // Reset since this entry was pushed: wait for the current one.
+            armTimer()
+            return
+        }
+        deadline = .max
+        switch state {
+        case .open:
+            // Paused by back-pressure: the deadline starts again on resuming.
+            if readPaused { return }
+            if let timeout = configuration.readTimeout {
+                // No frame completed in time: a silent or slow-loris peer.
+                failInput(.timedOut(timeout))
+            }
+        case .halfClosed, .closing, .draining:
+            // The peer neither ended nor read within the linger time.
+            finish(error: failure ?? .timedOut(.nanoseconds(Int64(TobyConnection.lingerNanoseconds))), abortive: true)
+        case .inputEnded, .closed:
+            break
+        }
+    }
+
+    /// After a batch (or a job) queued output: write it, and turn what the
+    /// socket did not take of lent ring bytes into owned copies.
+    func flushAfterBatch() {
+        isDirty = false
+        guard state != .closed else { return }
+        flushOutput()
+        output.detachBorrowed()
+    }
+
+    private func flushIfNeeded() {
+        if isDirty { return }  // the loop flushes it
+        if !output.isEmpty || state != .open { flushOutput() }
+    }
+
+    // MARK: Reading
+
+    private func attachRing() -> Bool {
+        if ring != nil { return true }
+        let capacity = configuration.ringCapacity
+        let buffer = loop.ringPool(capacity: capacity).take()
+        let bytes = buffer.assumingMemoryBound(to: UInt8.self)
+        if reader.pointee.io == nil {
+            let rc = toby_reader_init(reader, bytes, capacity, UInt64(configuration.maxFrameLength), order, fd, toby_io_system())
+            if rc != 0 {
+                loop.ringPool(capacity: capacity).give(buffer)
+                return false
+            }
+        } else if toby_reader_set_ring(reader, bytes, capacity) != 0 {
+            loop.ringPool(capacity: capacity).give(buffer)
+            return false
+        }
+        ring = buffer
+        return true
+    }
+
+    /// Gives the ring back to the loop's pool once nothing is buffered.
+    private func detachRingIfIdle() {
+        guard let ring, toby_reader_buffered(reader) == 0 else { return }
+        if toby_reader_set_ring(reader, nil, 0) == 0 {
+            loop.ringPool(capacity: configuration.ringCapacity).give(ring)
+            self.ring = nil
+        }
+    }
+
+    /// One read of the socket, then every complete frame it finished goes to
+    /// the handler as one batch; then the end of stream or the error, if
+    /// that is what the read found.
+    private func readAndDeliver() {
+        guard attachRing() else {
+            failInput(.system(operation: "toby_reader_init", errno: EINVAL))
+            return
+        }
+        var didRead = false
+        var count = 0
+        var wrapped = false
+        decoding: while state.reads && !readPaused {
+            var frame = toby_frame()
+            let status = toby_reader_next(reader, &frame)
+            switch status {
+            case Int32(TOBY_FRAME):
+                if count == loop.batchCapacity { loop.reserveBatch(count + 1) }
+                loop.batch[count] = message(frame, wrapped: &wrapped)
+                count += 1
+                toby_reader_consume(reader)
+                if wrapped && frame.len.1 > 0 {
+                    // The scratch copy is single; deliver before another wrap.
+                    deliver(count)
+                    count = 0
+                    wrapped = false
+                }
+            case Int32(TOBY_NEED_MORE):
+                // Deliver before the ring is written again: the batch points into it.
+                deliver(count)
+                count = 0
+                wrapped = false
+                if didRead { break decoding }
+                didRead = true
+                let n = toby_reader_fill(reader, 0)
+                if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) { break decoding }
+                // Data, end of stream or an error: next() tells which, in order.
+            case Int32(TOBY_FRAME_DIRECT):
+                deliver(count)
+                count = 0
+                wrapped = false
+                if !readDirect(frame, didRead: &didRead) { break decoding }
+            case Int32(TOBY_END):
+                deliver(count)
+                count = 0
+                inputEndedCleanly()
+                break decoding
+            default:
+                deliver(count)
+                count = 0
+                failInput(readError(status, frame))
+                break decoding
+            }
+        }
+        deliver(count)
+        if state != .closed { detachRingIfIdle() }
+    }
+
+    /// Describes a ring frame as a lent message.
+    @inline(__always)
+    private func message(_ frame: toby_frame, wrapped: inout Bool) -> TobyMessage {
+        let length = Int(frame.length)
+        if frame.len.1 == 0 {
+            let payload = UnsafeRawBufferPointer(start: frame.data.0, count: length)
+            var framed: UnsafeRawBufferPointer?
+            if let start = frame.data.0, let ring, UnsafeRawPointer(start) - Int(TOBY_PREFIX_SIZE) >= UnsafeRawPointer(ring) {
+                framed = UnsafeRawBufferPointer(start: UnsafeRawPointer(start) - Int(TOBY_PREFIX_SIZE), count: length + Int(TOBY_PREFIX_SIZE))
+            }
+            return TobyMessage(bytes: payload, framed: framed, order: order)
+        }
+        // The payload wraps around the ring's end: make it contiguous once.
+        let scratch = loop.scratchBuffer(length)
+        scratch.copyMemory(from: frame.data.0!, byteCount: frame.len.0)
+        (scratch + frame.len.0).copyMemory(from: frame.data.1!, byteCount: frame.len.1)
+        wrapped = true
+        return TobyMessage(bytes: UnsafeRawBufferPointer(start: scratch, count: length), framed: nil, order: order)
+    }
+
+    /// A frame too large for the ring: its payload is read straight into a
+    /// buffer of its own, which grows with the bytes that arrive (64 KiB,
+    /// then doubling up to the frame's length), so a peer that announces
+    /// much and sends little costs little. Returns true once the frame was
+    /// delivered and decoding may go on.
+    private func readDirect(_ frame: toby_frame, didRead: inout Bool) -> Bool {
+        let total = Int(frame.length)
+        while true {
+            if direct.isEmpty {
+                direct = [UInt8](repeating: 0, count: min(total, 64 << 10))
+                directFilled = 0
+            } else if directFilled == direct.count && direct.count < total {
+                var grown = [UInt8](repeating: 0, count: min(total, direct.count * 2))
+                grown.withUnsafeMutableBytes { destination in
+                    direct.withUnsafeBytes { destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<directFilled])) }
+                }
+                direct = grown
+            }
+            if directFilled == total { break }
+            // Buffered bytes are taken without a read; a read only once per event.
+            if toby_reader_buffered(reader) == 0 {
+                if didRead { return false }
+                didRead = true
+            }
+            let room = direct.count - directFilled
+            let filled = directFilled
+            let n = direct.withUnsafeMutableBytes { toby_reader_direct_fill(reader, $0.baseAddress! + filled, room, 0) }
+            if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) { return false }
+            if n < 0 {
+                var failed = toby_frame()
+                let status = toby_reader_next(reader, &failed)
+                failInput(readError(status < 0 ? status : Int32(n), failed))
+                return false
+            }
+            directFilled += n
+        }
+        let payload = direct
+        direct = []
+        directFilled = 0
+        loop.currentDirect = payload
+        payload.withUnsafeBytes { bytes in
+            loop.batch[0] = TobyMessage(bytes: bytes, framed: nil, order: order)
+            deliver(1)
+        }
+        loop.currentDirect = nil
+        return state.reads
+    }
+
+    private func deliver(_ count: Int) {
+        guard count > 0, state != .closed else { return }
+        armReadDeadline()
+        let messages = TobyMessages(base: loop.batch, count: count)
+        withHandler { $0.received(messages, on: self) }
+        // Replies of this batch (to this or other connections) go out now,
+        // before the ring that lent the messages is read into again.
+        loop.flushDirty()
+    }
+
+    private func readError(_ status: Int32, _ frame: toby_frame) -> TobyError {
+        switch status {
+        case TOBY_EFRAMETOOLARGE:
+            let prefix = withUnsafeBytes(of: frame.prefix) { Array($0) }
+            return .frameTooLarge(length: frame.length, limit: UInt64(configuration.maxFrameLength), prefix: prefix)
+        case TOBY_ETRUNCATED:
+            return .truncatedFrame(expected: frame.expected, received: frame.received)
+        default:
+            return TobyError.fromCode(Int(status), operation: "recvmsg")
+        }
+    }
+
+    // MARK: State transitions
+
+    private func inputEndedCleanly() {
+        switch state {
+        case .open:
+            state = .inputEnded
+                withHandler { $0.inputEnded(on: self) }
+                flushIfNeeded()
+            updateInterest()
+        case .halfClosed:
+            finish(error: nil, abortive: false)
+        case .closing:
+            state = .closing(inputEnded: true)
+            flushIfNeeded()
+        default:
+            break
+        }
+    }
+
+    private func failInput(_ error: TobyError) {
+        guard state != .closed else { return }
+        failure = error
+        if case .system(_, let code) = error, code == ECONNRESET || code == EPIPE || code == ETIMEDOUT {
+            // The peer is gone: nothing queued can reach it.
+            finish(error: error, abortive: false)
+            return
+        }
+        if case .frameTooLarge = error {
+            // The stream cannot be resynchronised; stop the peer sending.
+            _ = Glibc.shutdown(fd, Int32(SHUT_RD))
+        }
+        // Send what was queued for the complete messages, then close.
+        state = .draining
+        setLinger()
+        flushOutput()
+    }
+
+    private func closeOnLoop() {
+        switch state {
+        case .open:
+            state = .closing(inputEnded: false)
+        case .inputEnded:
+            state = .closing(inputEnded: true)
+        default:
+            return
+        }
+        closeForeignSends()
+        setLinger()
+        if !isDirty { flushOutput() }
+    }
+
+    /// Writes what the socket takes; applies back-pressure and finishes
+    /// closes once the queue is empty.
+    private func flushOutput() {
+        guard state != .closed else { return }
+        if !output.isEmpty {
+            switch output.flush(fd: fd, iov: loop.iov, pool: loop.outputPool) {
+            case .drained:
+                break
+            case .wouldBlock:
+                if output.pendingBytes >= highWater { readPaused = true }
+                updateInterest()
+                return
+            case .failed(let code):
+                finish(error: .system(operation: "sendmsg", errno: code), abortive: false)
+                return
+            }
+        }
+        // Drained.
+        var resume = false
+        if readPaused && output.pendingBytes <= lowWater {
+            readPaused = false
+            armReadDeadline()
+            resume = true
+        }
+        switch state {
+        case .closing(let inputEnded):
+            _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+            if inputEnded {
+                finish(error: nil, abortive: false)
+                return
+            }
+            state = .halfClosed
+        case .draining:
+            finish(error: failure, abortive: false)
+            return
+        default:
+            break
+        }
+        updateInterest()
+        if foreignPending() { takeForeignWork() }
+        // Frames may wait in the ring with nothing new on the socket, which
+        // level-triggered readiness would never report: decode them now.
+        if resume && state.reads { readAndDeliver() }
+    }
+
+    private func foreignPending() -> Bool {
+        loop.lock.withLock { !foreign.isEmpty || foreignClose != nil }
+    }
+
+    private func updateInterest() {
+        guard state != .closed else { return }
+        var wanted: UInt32 = 0
+        if state.reads && !readPaused { wanted |= UInt32(TOBY_LOOP_READ) }
+        if !output.isEmpty { wanted |= UInt32(TOBY_LOOP_WRITE) }
+        if wanted != interest {
+            if loop.setInterest(self, wanted) == 0 { interest = wanted }
+        }
+    }
+
+    private func armReadDeadline() {
+        guard let timeout = configuration.readTimeout, state == .open else { return }
+        deadline = loop.now &+ timeout.clampedNanoseconds
+        armTimer()
+    }
+
+    private func setLinger() {
+        deadline = loop.now &+ TobyConnection.lingerNanoseconds
+        armTimer()
+    }
+
+    /// Keeps one heap entry no later than `deadline` (the heap is lazy: a
+    /// later deadline is checked when the entry surfaces).
+    private func armTimer() {
+        guard deadline != .max, deadline < timerAt else { return }
+        timerAt = deadline
+        loop.schedule(deadline: deadline, token: token)
+    }
+
+    private func closeForeignSends() {
+        loop.lock.lock()
+        foreignOpen = false
+        if foreignWaiters > 0 { loop.lock.broadcast() }
+        loop.lock.unlock()
+    }
+
+    /// Closes the descriptor and tells the handler; the connection is over.
+    private func finish(error: TobyError?, abortive: Bool) {
+        guard state != .closed else { return }
+        state = .closed
+        loop.lock.lock()
+        foreignOpen = false
+        foreign.removeAll()
+        foreignBytes = 0
+        foreignClose = nil
+        loop.lock.broadcast()
+        loop.lock.unlock()
+        if abortive {
+            var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+            _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        }
+        loop.forget(self)
+        _ = Glibc.close(fd)
+        output.discard(pool: loop.outputPool)
+        if let ring {
+            loop.ringPool(capacity: configuration.ringCapacity).give(ring)
+            self.ring = nil
+        }
+        direct = []
+        server.connectionClosed()
+        if inHandler {
+            closedDuringHandler = .some(error)
+        } else {
+            reportClosed(error)
+        }
+    }
+
+    /// Runs a handler callback with the handler moved out of its property.
+    @inline(__always)
+    private func withHandler(_ body: (inout any TobyServerHandler) -> Void) {
+        guard var current = handler else { return }
+        handler = nil
+        inHandler = true
+        body(&current)
+        inHandler = false
+        if let error = closedDuringHandler {
+            closedDuringHandler = nil
+            handler = current
+            reportClosed(error)
+        } else if state != .closed {
+            handler = current
+        }
+    }
+
+    private func reportClosed(_ error: TobyError?) {
+        var last = handler
+        handler = nil  // it may hold this connection: break the cycle
+        last?.connectionClosed(self, error: error)
+    }
+
+    /// On the loop, as it stops: write what the socket takes now, then close.
+    func shutDown() {
+        if state != .closed && !output.isEmpty {
+            _ = output.flush(fd: fd, iov: loop.iov, pool: loop.outputPool)
+        }
+        finish(error: nil, abortive: false)
+    }
+}

@@ -1,0 +1,247 @@
+import CTobyFrame
+import Glibc
+
+/// A TobyTcp server on event loops: thousands of connections on one thread
+/// per core, each connection's messages handed to its handler on the
+/// connection's loop thread, lent where they lie in the ring.
+///
+/// ```swift
+/// struct Echo: TobyServerHandler {
+///     func received(_ messages: TobyMessages, on connection: TobyConnection) {
+///         try? connection.send(contentsOf: messages)
+///     }
+/// }
+/// let server = try TobyServer.listen(host: "127.0.0.1", port: 0) { _ in Echo() }
+/// print("listening on \(server.address)")
+/// // ...
+/// server.close()
+/// ```
+///
+/// One listening socket is shared by every loop of the group, registered in
+/// each with `EPOLLEXCLUSIVE`: a new connection wakes one idle loop, which
+/// accepts it and keeps it, with no hand-off between threads.
+public final class TobyServer: Sendable {
+    /// Settings of a server beyond those of its connections.
+    public struct Options: Sendable, Equatable {
+        /// Queued output above which the loop stops reading a connection,
+        /// until the peer has drained it to ``writeLowWaterMark``: a client
+        /// that never reads its replies costs bounded memory. Default 1 MiB.
+        public var writeHighWaterMark: Int
+        /// Queued output at or below which reading resumes. Default 256 KiB.
+        public var writeLowWaterMark: Int
+        /// The listen backlog. Default 1024.
+        public var backlog: Int
+
+        /// Makes options; the defaults suit most servers.
+        public init(writeHighWaterMark: Int = 1 << 20, writeLowWaterMark: Int = 256 << 10, backlog: Int = 1024) {
+            self.writeHighWaterMark = writeHighWaterMark
+            self.writeLowWaterMark = writeLowWaterMark
+            self.backlog = backlog
+        }
+
+        func validate() throws(TobyError) {
+            guard writeHighWaterMark >= 1 else {
+                throw .invalidConfiguration("writeHighWaterMark must be at least 1 (got \(writeHighWaterMark))")
+            }
+            guard writeLowWaterMark >= 0, writeLowWaterMark < writeHighWaterMark else {
+                throw .invalidConfiguration(
+                    "writeLowWaterMark must be in 0..<writeHighWaterMark (got \(writeLowWaterMark), high \(writeHighWaterMark))")
+            }
+            guard backlog >= 1 else { throw .invalidConfiguration("backlog must be at least 1 (got \(backlog))") }
+        }
+    }
+
+    /// The bound address: `"127.0.0.1:4000"` (with the port picked for port
+    /// 0), `"[::1]:4000"`, or `"unix:/path"`.
+    public let address: String
+
+    /// The bound TCP port, or nil for a Unix socket.
+    public let port: UInt16?
+
+    /// The loops serving this server's connections.
+    public let group: TobyEventLoopGroup
+
+    let core: ServerCore
+    private let ownsGroup: Bool
+    private let closeLock = ConditionLock()
+    nonisolated(unsafe) private var closed = false  // guarded by closeLock
+
+    /// Listens on a TCP address and starts serving.
+    ///
+    /// - Parameters:
+    ///   - host: A numeric address or a name; `"0.0.0.0"` or `"::"` for all.
+    ///   - port: The port; 0 picks a free one (read it from ``port``).
+    ///   - configuration: Framing, limits and timeouts of every connection.
+    ///     `readTimeout`, if set, is the longest a connection may go without
+    ///     completing a frame before it ends with ``TobyError/timedOut(_:)``.
+    ///   - options: Back-pressure and backlog.
+    ///   - group: The loops to serve on; nil makes a group of one loop per
+    ///     core that the server owns and stops on ``close()``.
+    ///   - handler: Makes the handler of each new connection, on its loop.
+    /// - Throws: ``TobyError`` if the address cannot be bound or the loops
+    ///   cannot start.
+    public static func listen(
+        host: String = "127.0.0.1", port: UInt16, configuration: TobyConfiguration = .default,
+        options: Options = Options(), group: TobyEventLoopGroup? = nil,
+        handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
+    ) throws(TobyError) -> TobyServer {
+        try options.validate()
+        var fd: Int32 = -1
+        var bound: UInt16 = 0
+        var gaiError: Int32 = 0
+        let rc = toby_socket_listen_tcp(host, port, Int32(clamping: options.backlog), &fd, &bound, &gaiError)
+        if rc == TOBY_EINVAL {
+            throw .unresolvableHost(host: host, reason: String(cString: gai_strerror(gaiError)))
+        }
+        if rc != 0 { throw .system(operation: "listen on \(TobyMessenger.describe(host: host, port: port))", errno: -rc) }
+        return try TobyServer(
+            fd: fd, unixPath: nil, address: TobyMessenger.describe(host: host, port: bound), port: bound,
+            configuration: configuration, options: options, group: group, handler: handler)
+    }
+
+    /// Listens on a Unix domain socket path and starts serving. The path
+    /// must not exist; ``close()`` removes it.
+    public static func listen(
+        unixPath: String, configuration: TobyConfiguration = .default,
+        options: Options = Options(), group: TobyEventLoopGroup? = nil,
+        handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
+    ) throws(TobyError) -> TobyServer {
+        try options.validate()
+        try TobyListener.checkUnixPath(unixPath)
+        var fd: Int32 = -1
+        let rc = toby_socket_listen_unix(unixPath, Int32(clamping: options.backlog), &fd)
+        if rc != 0 { throw .system(operation: "listen on unix:\(unixPath)", errno: -rc) }
+        return try TobyServer(
+            fd: fd, unixPath: unixPath, address: "unix:\(unixPath)", port: nil,
+            configuration: configuration, options: options, group: group, handler: handler)
+    }
+
+    private init(
+        fd: Int32, unixPath: String?, address: String, port: UInt16?, configuration: TobyConfiguration,
+        options: Options, group: TobyEventLoopGroup?,
+        handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
+    ) throws(TobyError) {
+        func abandon() {
+            _ = Glibc.close(fd)
+            if let unixPath { _ = unlink(unixPath) }
+        }
+        let rc = toby_socket_set_nonblocking(fd, 1)
+        if rc != 0 {
+            abandon()
+            throw .system(operation: "fcntl(O_NONBLOCK)", errno: -rc)
+        }
+        let loops: TobyEventLoopGroup
+        if let group {
+            loops = group
+        } else {
+            do throws(TobyError) {
+                loops = try TobyEventLoopGroup()
+            } catch {
+                abandon()
+                throw error
+            }
+        }
+        self.group = loops
+        self.ownsGroup = group == nil
+        self.address = address
+        self.port = port
+        self.core = ServerCore(listenFD: fd, unixPath: unixPath, configuration: configuration, options: options,
+                               makeHandler: handler)
+        // Register on every loop, each on its own thread.
+        let failures = ConditionLock()
+        nonisolated(unsafe) var firstError: TobyError?
+        nonisolated(unsafe) var pending = loops.loops.count
+        let core = self.core
+        for loop in loops.loops {
+            let queued = loop.enqueue(.run {
+                var failure: TobyError?
+                do throws(TobyError) { try loop.addListener(core) } catch { failure = error }
+                failures.withLock {
+                    if firstError == nil { firstError = failure }
+                    pending -= 1
+                    failures.broadcast()
+                }
+            })
+            if !queued {
+                failures.withLock {
+                    if firstError == nil { firstError = .closed }
+                    pending -= 1
+                }
+            }
+        }
+        let error: TobyError? = failures.withLock {
+            while pending > 0 { failures.wait() }
+            return firstError
+        }
+        if let error {
+            stopAccepting()
+            if ownsGroup { loops.shutdown() }
+            abandon()
+            throw error
+        }
+    }
+
+    deinit {
+        close()
+    }
+
+    /// Connections open now.
+    public var connectionCount: Int { core.liveConnections }
+
+    /// Times `accept` failed (for example with EMFILE when descriptors ran
+    /// out: the server pauses accepting and resumes by itself).
+    public var acceptFailureCount: Int { core.acceptFailureCount }
+
+    /// The last `accept` failure, if any.
+    public var lastAcceptFailure: TobyError? { core.lastAcceptFailure }
+
+    /// Stops the server: stops accepting, closes every connection
+    /// gracefully (everything queued is sent, then the stream ends), waits
+    /// up to `gracePeriod` for them to finish, aborts those left, removes a
+    /// Unix socket file, and stops the loops if the server made them.
+    /// Calling it again does nothing. Must not be called on a loop thread
+    /// (it waits for the loops).
+    public func close(gracePeriod: Duration = .seconds(5)) {
+        let first = closeLock.withLock {
+            let first = !closed
+            closed = true
+            return first
+        }
+        guard first else { return }
+        stopAccepting()
+        let core = self.core
+        for loop in group.loops {
+            loop.enqueue(.run { loop.closeConnections(of: core, abortive: false) })
+        }
+        let deadline = monotonicNanoseconds() &+ gracePeriod.clampedNanoseconds
+        if !core.waitForNoConnections(until: deadline) {
+            for loop in group.loops {
+                loop.enqueue(.run { loop.closeConnections(of: core, abortive: true) })
+            }
+            _ = core.waitForNoConnections(until: monotonicNanoseconds() &+ 1_000_000_000)
+        }
+        if ownsGroup { group.shutdown() }
+        _ = Glibc.close(core.listenFD)
+        if let unixPath = core.unixPath { _ = unlink(unixPath) }
+    }
+
+    /// Removes the listener from every loop and waits until each has done so.
+    private func stopAccepting() {
+        let core = self.core
+        let done = ConditionLock()
+        nonisolated(unsafe) var pending = 0
+        for loop in group.loops {
+            let queued = loop.enqueue(.run {
+                loop.removeListener(core)
+                done.withLock {
+                    pending -= 1
+                    done.broadcast()
+                }
+            })
+            if queued { done.withLock { pending += 1 } }
+        }
+        done.withLock {
+            while pending > 0 { done.wait() }
+        }
+    }
+}
