@@ -72,7 +72,7 @@ extension Server {
                 server = try TobyServer.listen(unixPath: unixPath, configuration: configuration, group: group, handler: handler)
             } else {
                 server = try TobyServer.listen(
-                    host: endpoint.host ?? "127.0.0.1", port: UInt16(endpoint.port ?? 0),
+                    host: endpoint.host ?? "127.0.0.1", port: endpoint.port ?? 0,
                     configuration: configuration, group: group, handler: handler)
             }
         } catch {

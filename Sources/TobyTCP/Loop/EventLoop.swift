@@ -367,7 +367,7 @@ final class EventLoop: @unchecked Sendable {
     /// Closes every connection `server` accepted on this loop.
     func closeConnections(of server: ServerCore, abortive: Bool) {
         for case let connection? in slots where connection.server === server {
-            if abortive { connection.abort() } else { connection.close() }
+            if abortive { connection.abort() } else { connection.closeOnLoop(waitForPeer: false) }
         }
         flushDirty()
     }

@@ -31,6 +31,8 @@ public final class TobyConnection: @unchecked Sendable {
         /// The peer ended its stream; we may still write.
         case inputEnded
         /// The owner closed: queued output drains, then our side ends.
+        /// `inputEnded`: the peer ended already, or we do not wait for it
+        /// (a server shutting down), so the descriptor closes right then.
         case closing(inputEnded: Bool)
         /// Our side ended; reading until the peer ends (or the linger runs out).
         case halfClosed
@@ -617,10 +619,13 @@ public final class TobyConnection: @unchecked Sendable {
         flushOutput()
     }
 
-    private func closeOnLoop() {
+    /// - Parameter waitForPeer: after our end of stream, keep reading until
+    ///   the peer ends too (a clean TCP close that never resets data the
+    ///   peer has yet to read); false for a server shutting down.
+    func closeOnLoop(waitForPeer: Bool = true) {
         switch state {
         case .open:
-            state = .closing(inputEnded: false)
+            state = .closing(inputEnded: !waitForPeer)
         case .inputEnded:
             state = .closing(inputEnded: true)
         default:

@@ -56,7 +56,7 @@ public final class TobyServer: Sendable {
     public let address: String
 
     /// The bound TCP port, or nil for a Unix socket.
-    public let port: UInt16?
+    public let port: Int?
 
     /// The loops serving this server's connections.
     public let group: TobyEventLoopGroup
@@ -81,21 +81,24 @@ public final class TobyServer: Sendable {
     /// - Throws: ``TobyError`` if the address cannot be bound or the loops
     ///   cannot start.
     public static func listen(
-        host: String = "127.0.0.1", port: UInt16, configuration: TobyConfiguration = .default,
+        host: String = "127.0.0.1", port: Int, configuration: TobyConfiguration = .default,
         options: Options = Options(), group: TobyEventLoopGroup? = nil,
         handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
     ) throws(TobyError) -> TobyServer {
         try options.validate()
+        guard let port16 = UInt16(exactly: port) else {
+            throw .invalidConfiguration("port must be in 0...65535 (got \(port))")
+        }
         var fd: Int32 = -1
         var bound: UInt16 = 0
         var gaiError: Int32 = 0
-        let rc = toby_socket_listen_tcp(host, port, Int32(clamping: options.backlog), &fd, &bound, &gaiError)
+        let rc = toby_socket_listen_tcp(host, port16, Int32(clamping: options.backlog), &fd, &bound, &gaiError)
         if rc == TOBY_EINVAL {
             throw .unresolvableHost(host: host, reason: String(cString: gai_strerror(gaiError)))
         }
-        if rc != 0 { throw .system(operation: "listen on \(TobyMessenger.describe(host: host, port: port))", errno: -rc) }
+        if rc != 0 { throw .system(operation: "listen on \(TobyMessenger.describe(host: host, port: port16))", errno: -rc) }
         return try TobyServer(
-            fd: fd, unixPath: nil, address: TobyMessenger.describe(host: host, port: bound), port: bound,
+            fd: fd, unixPath: nil, address: TobyMessenger.describe(host: host, port: bound), port: Int(bound),
             configuration: configuration, options: options, group: group, handler: handler)
     }
 
@@ -117,7 +120,7 @@ public final class TobyServer: Sendable {
     }
 
     private init(
-        fd: Int32, unixPath: String?, address: String, port: UInt16?, configuration: TobyConfiguration,
+        fd: Int32, unixPath: String?, address: String, port: Int?, configuration: TobyConfiguration,
         options: Options, group: TobyEventLoopGroup?,
         handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
     ) throws(TobyError) {
@@ -196,8 +199,9 @@ public final class TobyServer: Sendable {
     public var lastAcceptFailure: TobyError? { core.lastAcceptFailure }
 
     /// Stops the server: stops accepting, closes every connection
-    /// gracefully (everything queued is sent, then the stream ends), waits
-    /// up to `gracePeriod` for them to finish, aborts those left, removes a
+    /// gracefully (everything queued is sent, then the stream ends and the
+    /// descriptor is closed), waits up to `gracePeriod` for the sockets to
+    /// take what is queued, aborts the connections left, removes a
     /// Unix socket file, and stops the loops if the server made them.
     /// Calling it again does nothing. Must not be called on a loop thread
     /// (it waits for the loops).
