@@ -206,7 +206,9 @@ int toby_loop_timeout_ms(uint64_t now_ns, uint64_t deadline_ns) {
         return -1;
     if (deadline_ns <= now_ns)
         return 0;
-    uint64_t ms = (deadline_ns - now_ns + 999999u) / 1000000u;
+    uint64_t wait = deadline_ns - now_ns;
+    /* Rounded up without overflow near UINT64_MAX. */
+    uint64_t ms = wait / 1000000u + (wait % 1000000u != 0);
     return ms > (uint64_t)INT32_MAX ? INT32_MAX : (int)ms;
 }
 
