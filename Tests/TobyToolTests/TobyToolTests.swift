@@ -238,6 +238,53 @@ final class TobyToolTests: XCTestCase {
         XCTAssertTrue(logged.contains("maximum frame length of 4 bytes"), logged)
     }
 
+    /// Descriptors run out: `toby echo` under `ulimit -n 40` keeps serving
+    /// the connections it has, leaves the rest in the backlog instead of
+    /// dying or spinning, and accepts them once descriptors are free again.
+    func testEchoSurvivesDescriptorExhaustionAndAcceptsAgain() throws {
+        let server = try ToolProcess(["echo", "--port", "0", "--threads", "1"], descriptorLimit: 40)
+        processes.append(server)
+        let port = try server.listeningPort()
+        var served: [RawSocket] = []
+        var waiting: [RawSocket] = []
+        // More connections than the server has descriptors for; the kernel
+        // completes them all into the listen backlog.
+        for i in 0..<60 {
+            let socket = try RawSocket(port: port)
+            try socket.write(prefix(1) + [UInt8(i)])
+            waiting.append(socket)
+        }
+        // Whoever was accepted answers; the others cannot be, for now.
+        var short = timeval(tv_sec: 0, tv_usec: 100_000)
+        for socket in waiting {
+            setsockopt(socket.fd, SOL_SOCKET, SO_RCVTIMEO, &short, socklen_t(MemoryLayout<timeval>.size))
+        }
+        var pending: [(RawSocket, UInt8)] = []
+        for (i, socket) in waiting.enumerated() {
+            if let reply = try? socket.read(9), reply == prefix(1) + [UInt8(i)] {
+                served.append(socket)
+            } else {
+                pending.append((socket, UInt8(i)))
+            }
+        }
+        XCTAssertGreaterThan(served.count, 10, "the server serves what fits")
+        XCTAssertFalse(pending.isEmpty, "the limit was reached (else the test proves nothing)")
+        // The served ones still work while the others wait.
+        try served[0].write(prefix(1) + [200])
+        XCTAssertEqual(try served[0].read(9), prefix(1) + [200])
+        // Free descriptors: every waiting connection is accepted and answered.
+        served.forEach { $0.reset() }
+        var long = timeval(tv_sec: 10, tv_usec: 0)
+        for (socket, i) in pending {
+            setsockopt(socket.fd, SOL_SOCKET, SO_RCVTIMEO, &long, socklen_t(MemoryLayout<timeval>.size))
+            XCTAssertEqual(try socket.read(9), prefix(1) + [i], "connection \(i) served after descriptors were freed")
+        }
+        server.signal(SIGTERM)
+        let exit = try server.waitForExit()
+        XCTAssertEqual(exit.reason, .exit)
+        XCTAssertEqual(exit.status, 0)
+    }
+
     func testSigtermEndsTheEchoServerWithStatusZero() throws {
         let (server, port) = try echoServer()
         let open = try RawSocket(port: Int(port)!)  // an open connection does not delay the exit

@@ -110,10 +110,17 @@ final class ToolProcess {
     private let stdoutPipe = Pipe()
     private let stderrPipe = Pipe()
 
-    init(_ arguments: [String]) throws {
+    /// - Parameter descriptorLimit: if set, the tool runs with its
+    ///   RLIMIT_NOFILE lowered to this (through `ulimit -n` in a shell).
+    init(_ arguments: [String], descriptorLimit: Int? = nil) throws {
         self.arguments = arguments
-        process.executableURL = URL(fileURLWithPath: try TobyBinary.require())
-        process.arguments = arguments
+        if let descriptorLimit {
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -n \(descriptorLimit) && exec \"$0\" \"$@\"", try TobyBinary.require()] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: try TobyBinary.require())
+            process.arguments = arguments
+        }
         process.standardInput = stdinPipe
         process.standardOutput = stdoutPipe
         process.standardError = stderrPipe
