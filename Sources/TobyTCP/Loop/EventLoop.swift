@@ -185,6 +185,7 @@ final class EventLoop: @unchecked Sendable {
             jobs.removeAll(keepingCapacity: true)
             flushDirty()
             runTimers()
+            flushDirty()
 
             let timeout = toby_loop_timeout_ms(now, timers.nextDeadline)
             let count = toby_loop_wait(cLoop, events, Int32(EventLoop.eventCapacity), timeout)

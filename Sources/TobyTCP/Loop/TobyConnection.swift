@@ -62,7 +62,10 @@ public final class TobyConnection: @unchecked Sendable {
 
     let fd: Int32
     let token: UInt64
-    unowned let loop: EventLoop
+    /// Strong: a handle kept by user code after its loop stopped must stay
+    /// safe to call (it then throws `closed`). The loop's reference to the
+    /// connection goes when the connection closes, so no cycle outlives it.
+    let loop: EventLoop
     let server: ServerCore
     private let order: toby_byte_order
     private let highWater: Int
