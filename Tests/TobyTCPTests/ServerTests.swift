@@ -412,3 +412,63 @@ final class ServerTests: XCTestCase {
         XCTAssertThrowsError(try TobyEventLoopGroup(threads: 0))
     }
 }
+
+final class ServerMemoryTests: XCTestCase {
+    /// Idle connections hold no ring and no output buffer: after each has
+    /// exchanged a message, 2,000 of them cost well under 8 KiB resident each.
+    func testIdleConnectionsAreSmall() throws {
+        _ = raiseDescriptorLimit()
+        let group = try TobyEventLoopGroup(threads: 2)
+        defer { group.shutdown() }
+        let server = try TobyServer.listen(port: 0, options: .init(backlog: 4096), group: group) { _ in EchoHandler() }
+        defer { server.close() }
+        // Warm the pools and the allocator first.
+        var peers: [RawPeer] = []
+        for _ in 0..<50 {
+            let peer = try connectRaw(port: server.port!)
+            peer.setReceiveTimeout(seconds: 10)
+            peer.write(frame(pattern(100, seed: 3)))
+            XCTAssertEqual(peer.readFrame()?.count, 100)
+            peers.append(peer)
+        }
+        let count = 2000
+        peers.reserveCapacity(peers.count + count)
+        let before = residentBytes()
+        for _ in 0..<count {
+            let peer = try connectRaw(port: server.port!)
+            peer.setReceiveTimeout(seconds: 10)
+            peer.write(frame(pattern(100, seed: 3)))
+            XCTAssertEqual(peer.readFrame()?.count, 100)
+            peers.append(peer)
+        }
+        XCTAssertTrue(ServerEvents().wait { server.connectionCount == count + 50 })
+        let perConnection = (residentBytes() - before) / count
+        print("ServerMemoryTests: \(perConnection) bytes resident per idle connection")
+        XCTAssertLessThan(perConnection, 8 << 10, "\(perConnection) bytes resident per idle connection")
+    }
+}
+
+final class TimerHeapTests: XCTestCase {
+    func testPopsInDeadlineOrderOnlyWhenDue() {
+        var heap = TimerHeap()
+        var rng = SplitMix64(state: 4)
+        var deadlines: [UInt64] = []
+        for token in 0..<500 {
+            let deadline = rng.next() % 10_000
+            deadlines.append(deadline)
+            heap.push(deadline: deadline, token: UInt64(token))
+        }
+        XCTAssertEqual(heap.nextDeadline, deadlines.min())
+        XCTAssertNil(heap.popDue(now: deadlines.min()! &- 1), "nothing is due before the earliest deadline")
+        var popped: [UInt64] = []
+        while let entry = heap.popDue(now: 5_000) {
+            XCTAssertEqual(deadlines[Int(entry.token)], entry.deadline, "entry keeps its token")
+            popped.append(entry.deadline)
+        }
+        XCTAssertEqual(popped, deadlines.filter { $0 <= 5_000 }.sorted())
+        XCTAssertEqual(heap.count, deadlines.filter { $0 > 5_000 }.count)
+        while heap.popDue(now: .max) != nil {}
+        XCTAssertTrue(heap.isEmpty)
+        XCTAssertEqual(heap.nextDeadline, .max)
+    }
+}
