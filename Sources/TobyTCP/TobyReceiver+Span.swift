@@ -28,6 +28,10 @@ extension TobyReceiver {
             case .body(let error): return String(describing: error)
             }
         }
+
+        /// The same text as ``description`` (see
+        /// ``TobyError/localizedDescription``).
+        public var localizedDescription: String { description }
     }
 
     /// Waits for the next message and lends its bytes to `body` as a
