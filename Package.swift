@@ -43,9 +43,12 @@ let package = Package(
             ],
             path: "Benchmarks"
         ),
+        // The README's quick start, run by TobyToolTests so it cannot rot.
+        .executableTarget(name: "QuickStart", dependencies: ["TobyTCP"], path: "Examples/QuickStart"),
         .testTarget(name: "CTobyFrameTests", dependencies: ["CTobyFrame"]),
         .testTarget(name: "TobyTCPTests", dependencies: ["TobyTCP", "CTobyFrame"]),
-        // Runs the built `toby` binary as a subprocess (found next to the test bundle).
+        // Runs the built `toby` and `QuickStart` binaries as subprocesses
+        // (found next to the test bundle).
         .testTarget(name: "TobyToolTests", path: "Tests/TobyToolTests"),
     ]
 )
