@@ -1,6 +1,6 @@
 #if compiler(>=6.2)
 extension TobyReceiver {
-    /// Why ``TobyReceiver/withNextMessage(_:)-(_)`` failed: the receive, or
+    /// Why ``TobyReceiver/withNextMessage(_:)-jxf7`` failed: the receive, or
     /// the body you gave it. The two never mix, so a `catch` can tell a broken
     /// connection from a message your code rejected.
     ///
@@ -86,7 +86,7 @@ extension TobyReceiver {
     /// Waits for the next message and lends its bytes to a `body` that
     /// cannot fail, as a `RawSpan` that cannot escape the closure.
     ///
-    /// The same receive as ``withNextMessage(_:)-(_)``; with nothing for the
+    /// The same receive as ``withNextMessage(_:)-jxf7``; with nothing for the
     /// body to throw, only the receive's ``TobyError`` remains.
     ///
     /// ```swift
