@@ -1,6 +1,7 @@
 // Test support for the C core: a scripted fake `toby_io`, an independent
 // reference encoder/decoder, and a driver that runs a toby_reader to the end.
 import CTobyFrame
+import CTobyFrame.Testing
 import XCTest
 
 #if canImport(Glibc)
