@@ -109,6 +109,6 @@ public struct TobyConfiguration: Sendable, Equatable, Hashable {
     }
 
     var cByteOrder: toby_byte_order {
-        byteOrder == .littleEndian ? TOBY_LITTLE_ENDIAN : TOBY_BIG_ENDIAN
+        byteOrder.cValue
     }
 }

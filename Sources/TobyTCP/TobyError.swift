@@ -113,10 +113,7 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
     public var localizedDescription: String { description }
 
     static func hex(_ bytes: [UInt8]) -> String {
-        bytes.map { byte in
-            let digits = Array("0123456789abcdef")
-            return String([digits[Int(byte >> 4)], digits[Int(byte & 0xf)]])
-        }.joined(separator: " ")
+        bytes.withUnsafeBytes { hexEncoded($0, separator: UInt8(ascii: " ")) }
     }
 
     /// Maps a negative CTobyFrame return code to an error.

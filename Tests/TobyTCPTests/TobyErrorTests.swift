@@ -83,3 +83,14 @@ final class TobyErrorLocalizedDescriptionTests: XCTestCase {
         }
     }
 }
+
+/// The package's one hex encoder, as errors and the tool print it.
+final class HexEncodingTests: XCTestCase {
+    func testPlainAndSeparated() {
+        let bytes: [UInt8] = [0x00, 0xff, 0x10, 0xa5]
+        XCTAssertEqual(bytes.withUnsafeBytes { hexEncoded($0) }, "00ff10a5")
+        XCTAssertEqual(bytes.withUnsafeBytes { hexEncoded($0, separator: UInt8(ascii: " ")) }, "00 ff 10 a5")
+        XCTAssertEqual([UInt8]().withUnsafeBytes { hexEncoded($0, separator: UInt8(ascii: " ")) }, "")
+        XCTAssertEqual([UInt8(0x7)].withUnsafeBytes { hexEncoded($0, separator: UInt8(ascii: ":")) }, "07")
+    }
+}
