@@ -1,6 +1,11 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+// Supported platforms: Linux with glibc only (epoll, eventfd, `import Glibc`);
+// tested on x86_64 with Swift 6.3.1. macOS, musl and Windows are not
+// supported. (`platforms:` names only Apple platforms, so there is nothing to
+// declare there.) The `RawSpan` receive needs a Swift 6.2 compiler or newer.
+//
 // The `TobyTCP` library product depends on nothing but the Swift toolchain and
 // libc. The other packages below serve only the `toby` tool and the
 // `benchmarks` executable; SwiftPM never links them into a service that

@@ -1,12 +1,6 @@
 import CTobyFrame
 
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Everything that can go wrong in TobyTCP, with the numbers that explain it.
 ///

@@ -1,12 +1,6 @@
 import TobyTCP
 
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Whole lines to stdout and stderr, written with `write(2)` under a lock so
 /// that lines from different connection threads never interleave.

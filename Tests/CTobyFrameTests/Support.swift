@@ -4,11 +4,7 @@ import CTobyFrame
 import CTobyFrame.Testing
 import XCTest
 
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 
 let fakeFD: Int32 = 42
 let msgNoSignal = Int32(MSG_NOSIGNAL)

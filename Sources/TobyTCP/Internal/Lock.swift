@@ -1,10 +1,4 @@
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// A mutex with a condition variable, built on `pthread_mutex_t`: the one
 /// lock of the package (library, tool and benchmarks).

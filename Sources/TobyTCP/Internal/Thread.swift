@@ -1,10 +1,4 @@
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// OS threads of our own (pthreads, no Foundation), detached or joinable:
 /// the library's readiness poller, the tool's connection threads and the
