@@ -20,19 +20,25 @@ final class QuickStartTests: XCTestCase {
         XCTAssertEqual(stderr, "")
     }
 
-    /// The README's block is the example's code after its two header lines.
-    func testReadmeQuickStartIsTheExample() throws {
-        let readme = try String(contentsOf: Self.packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+    /// The README's block, and the DocC guide's, are the example's code
+    /// after its two header lines.
+    func testReadmeAndGuideShowTheExample() throws {
         let example = try String(
             contentsOf: Self.packageRoot.appendingPathComponent("Examples/QuickStart/main.swift"), encoding: .utf8)
-        let heading = "## Quick start"
-        guard let section = readme.range(of: heading),
-            let open = readme.range(of: "```swift\n", range: section.upperBound..<readme.endIndex),
-            let close = readme.range(of: "```\n", range: open.upperBound..<readme.endIndex)
-        else { return XCTFail("README.md has no Swift block under '\(heading)'") }
-        let block = String(readme[open.upperBound..<close.lowerBound])
         let code = example.split(separator: "\n", omittingEmptySubsequences: false).dropFirst(2)
             .joined(separator: "\n")
-        XCTAssertEqual(block, code)
+        for (file, heading) in [
+            ("README.md", "## Quick start"), ("Sources/TobyTCP/TobyTCP.docc/GettingStarted.md", "## Echo one message"),
+        ] {
+            let text = try String(contentsOf: Self.packageRoot.appendingPathComponent(file), encoding: .utf8)
+            guard let section = text.range(of: heading),
+                let open = text.range(of: "```swift\n", range: section.upperBound..<text.endIndex),
+                let close = text.range(of: "```\n", range: open.upperBound..<text.endIndex)
+            else {
+                XCTFail("\(file) has no Swift block under '\(heading)'")
+                continue
+            }
+            XCTAssertEqual(String(text[open.upperBound..<close.lowerBound]), code, file)
+        }
     }
 }
