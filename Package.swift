@@ -1,6 +1,11 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+// Supported platforms: Linux with glibc only (epoll, eventfd, `import Glibc`);
+// tested on x86_64 with Swift 6.3.1. macOS, musl and Windows are not
+// supported. (`platforms:` names only Apple platforms, so there is nothing to
+// declare there.) The `RawSpan` receive needs a Swift 6.2 compiler or newer.
+//
 // The `TobyTCP` library product depends on nothing but the Swift toolchain and
 // libc. The other packages below serve only the `toby` tool and the
 // `benchmarks` executable; SwiftPM never links them into a service that
@@ -16,6 +21,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        // `swift package generate-documentation --target TobyTCP` (a command
+        // plugin: nothing of it is linked into anything).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // C11 mechanism: framing, ring buffer, readv/writev batching, sockets.
@@ -43,9 +51,12 @@ let package = Package(
             ],
             path: "Benchmarks"
         ),
+        // The README's quick start, run by TobyToolTests so it cannot rot.
+        .executableTarget(name: "QuickStart", dependencies: ["TobyTCP"], path: "Examples/QuickStart"),
         .testTarget(name: "CTobyFrameTests", dependencies: ["CTobyFrame"]),
         .testTarget(name: "TobyTCPTests", dependencies: ["TobyTCP", "CTobyFrame"]),
-        // Runs the built `toby` binary as a subprocess (found next to the test bundle).
+        // Runs the built `toby` and `QuickStart` binaries as subprocesses
+        // (found next to the test bundle).
         .testTarget(name: "TobyToolTests", path: "Tests/TobyToolTests"),
     ]
 )

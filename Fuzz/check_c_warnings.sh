@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-INC=(-I Sources/CTobyFrame/include)
+INC=(-I Sources/CTobyFrame/include -I Sources/CTobyFrame)
 CORE=(Sources/CTobyFrame/toby_reader.c Sources/CTobyFrame/toby_writer.c Sources/CTobyFrame/toby_prefix.c)
 WARN=(-std=c11 -Wall -Wextra -Wpedantic -Werror)
 OUT=Fuzz/build/check

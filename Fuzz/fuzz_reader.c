@@ -24,6 +24,7 @@
  * decoder over the whole stream. Any mismatch aborts.
  */
 #include "ctobyframe.h"
+#include "toby_testing.h"
 
 #include <errno.h>
 #include <stdint.h>

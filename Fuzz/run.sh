@@ -29,7 +29,7 @@ case "$SECONDS_PER_TARGET" in
 esac
 UBSAN_SECONDS=$(( SECONDS_PER_TARGET / 4 > 5 ? SECONDS_PER_TARGET / 4 : 5 ))
 
-INC=(-I Sources/CTobyFrame/include)
+INC=(-I Sources/CTobyFrame/include -I Sources/CTobyFrame)
 CORE=(Sources/CTobyFrame/toby_reader.c Sources/CTobyFrame/toby_writer.c Sources/CTobyFrame/toby_prefix.c)
 EXTRA=(${FUZZ_CFLAGS:-})  # e.g. FUZZ_CFLAGS=-DSOMETHING for experiments
 LD=()

@@ -1,70 +1,37 @@
+import TobyTCP
+
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A pthread mutex (the benchmarks avoid Foundation).
-final class Lock: @unchecked Sendable {
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-
-    init() { pthread_mutex_init(mutex, nil) }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-
-    @inline(__always) func lock() { pthread_mutex_lock(mutex) }
-    @inline(__always) func unlock() { pthread_mutex_unlock(mutex) }
-
-    @inline(__always)
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        lock()
-        defer { unlock() }
-        return try body()
-    }
-}
+/// The library's pthread mutex (the benchmarks avoid Foundation, and
+/// ThreadSanitizer understands it).
+typealias Lock = ConditionLock
 
 /// Counts down to zero; `wait` blocks until then or until a deadline.
 final class Latch: @unchecked Sendable {
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var count: Int
+    private let lock = ConditionLock()
+    private var count: Int  // guarded by lock
 
-    init(_ count: Int) {
-        self.count = count
-        pthread_mutex_init(mutex, nil)
-        var attr = pthread_condattr_t()
-        pthread_condattr_init(&attr)
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
-        pthread_cond_init(condition, &attr)
-        pthread_condattr_destroy(&attr)
-    }
-
-    deinit {
-        pthread_cond_destroy(condition)
-        pthread_mutex_destroy(mutex)
-        condition.deallocate()
-        mutex.deallocate()
-    }
+    init(_ count: Int) { self.count = count }
 
     func countDown() {
-        pthread_mutex_lock(mutex)
-        count -= 1
-        if count <= 0 { pthread_cond_broadcast(condition) }
-        pthread_mutex_unlock(mutex)
+        lock.withLock {
+            count -= 1
+            if count <= 0 { lock.broadcast() }
+        }
     }
 
     /// True once the count reached zero, false if `seconds` passed first.
     @discardableResult
     func wait(seconds: Double) -> Bool {
-        let deadline = nowNanoseconds() + UInt64(seconds * 1e9)
-        var ts = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        while count > 0 {
-            if pthread_cond_timedwait(condition, mutex, &ts) == ETIMEDOUT { return count <= 0 }
+        let deadline = monotonicNanoseconds() + UInt64(seconds * 1e9)
+        return lock.withLock {
+            while count > 0 {
+                if !lock.wait(untilMonotonicNanoseconds: deadline) { return count <= 0 }
+            }
+            return true
         }
-        return true
     }
 }
 
@@ -85,30 +52,19 @@ final class Failures: @unchecked Sendable {
     var hasFailed: Bool { lock.withLock { first != nil } }
 }
 
-private final class ThreadBody {
-    let body: () -> Void
-    init(_ body: @escaping () -> Void) { self.body = body }
-}
-
-/// A joinable pthread running `body`.
+/// A joinable thread running `body`, with 1 MiB of stack.
 final class Worker: @unchecked Sendable {
-    private var thread = pthread_t()
+    private let handle: Threads.Handle
 
     init(_ body: @escaping @Sendable () -> Void) {
-        let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
-        var attr = pthread_attr_t()
-        pthread_attr_init(&attr)
-        pthread_attr_setstacksize(&attr, 1 << 20)
-        let rc = pthread_create(&thread, &attr, { raw in
-            let box = Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue()
-            box.body()
-            return nil
-        }, context)
-        pthread_attr_destroy(&attr)
-        precondition(rc == 0, "pthread_create failed: \(rc)")
+        do throws(TobyError) {
+            handle = try Threads.start(stackSize: 1 << 20, body)
+        } catch {
+            preconditionFailure("\(error)")
+        }
     }
 
-    func join() { pthread_join(thread, nil) }
+    func join() { handle.join() }
 }
 
 /// Runs the `timed` bodies on threads of their own, released together after

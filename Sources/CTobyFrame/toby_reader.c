@@ -5,6 +5,7 @@
  * across wrap-around because capacity is far below SIZE_MAX).
  */
 #include "toby_internal.h"
+#include "toby_testing.h"
 
 #include <errno.h>
 #include <string.h>

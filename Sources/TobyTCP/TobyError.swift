@@ -1,12 +1,6 @@
 import CTobyFrame
 
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Everything that can go wrong in TobyTCP, with the numbers that explain it.
 ///
@@ -101,11 +95,19 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
         }
     }
 
+    /// The same sentence as ``description``.
+    ///
+    /// Foundation's `localizedDescription` for an `any Error` (on Linux,
+    /// swift-corelibs-foundation) reads only Foundation's own protocols
+    /// (`LocalizedError`, `CustomNSError`), which the library cannot adopt
+    /// without linking Foundation. This member takes its place wherever the
+    /// error's type is `TobyError`: in a `catch` after calls that throw
+    /// `TobyError` (Swift 6 infers the type), or after `as? TobyError`. For
+    /// an `any Error`, print `"\(error)"`, which is ``description``.
+    public var localizedDescription: String { description }
+
     static func hex(_ bytes: [UInt8]) -> String {
-        bytes.map { byte in
-            let digits = Array("0123456789abcdef")
-            return String([digits[Int(byte >> 4)], digits[Int(byte & 0xf)]])
-        }.joined(separator: " ")
+        bytes.withUnsafeBytes { hexEncoded($0, separator: UInt8(ascii: " ")) }
     }
 
     /// Maps a negative CTobyFrame return code to an error.

@@ -49,9 +49,11 @@ public final class TobyMessenger: Sendable {
     /// - Parameters:
     ///   - socket: A connected `SOCK_STREAM` socket (TCP or Unix domain).
     ///   - configuration: Byte order, limits and buffer sizes.
-    /// - Throws: ``TobyError/invalidConfiguration(_:)`` if `socket` is not a
-    ///   stream socket (it is then left open).
+    /// - Throws: ``TobyError/invalidConfiguration(_:)`` if `configuration`
+    ///   is out of range or `socket` is not a stream socket (it is then left
+    ///   open).
     public convenience init(socket: Int32, configuration: TobyConfiguration = .default) throws(TobyError) {
+        try configuration.validate()
         var type: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
         if getsockopt(socket, SOL_SOCKET, SO_TYPE, &type, &length) != 0 {
@@ -78,10 +80,12 @@ public final class TobyMessenger: Sendable {
     ///   - port: The TCP port.
     ///   - configuration: Byte order, limits and buffer sizes.
     /// - Throws: ``TobyError/system(operation:errno:)`` for `connect`
-    ///   (for example `ECONNREFUSED`), ``TobyError/unresolvableHost(host:reason:)``.
+    ///   (for example `ECONNREFUSED`), ``TobyError/unresolvableHost(host:reason:)``,
+    ///   ``TobyError/invalidConfiguration(_:)`` before connecting.
     public static func connect(
         host: String, port: Int, configuration: TobyConfiguration = .default
     ) throws(TobyError) -> TobyMessenger {
+        try configuration.validate()
         guard let port = UInt16(exactly: port) else {
             throw .invalidConfiguration("port must be in 0...65535 (got \(port))")
         }
@@ -98,10 +102,12 @@ public final class TobyMessenger: Sendable {
     /// Connects to a Unix domain stream socket.
     ///
     /// - Throws: ``TobyError/unixPathTooLong(path:length:limit:)`` (the path
-    ///   is never truncated), or ``TobyError/system(operation:errno:)``.
+    ///   is never truncated), ``TobyError/system(operation:errno:)``, or
+    ///   ``TobyError/invalidConfiguration(_:)`` before connecting.
     public static func connect(
         unixPath: String, configuration: TobyConfiguration = .default
     ) throws(TobyError) -> TobyMessenger {
+        try configuration.validate()
         try TobyListener.checkUnixPath(unixPath)
         var fd: Int32 = -1
         let rc = toby_socket_connect_unix(unixPath, &fd)
@@ -115,8 +121,11 @@ public final class TobyMessenger: Sendable {
 
     /// Returns the receiver of this connection's messages. Call it once.
     ///
-    /// - Throws: ``TobyError/alreadyStarted`` on a second call (as the crate does).
+    /// - Throws: ``TobyError/alreadyStarted`` on a second call (as the crate
+    ///   does); ``TobyError/invalidConfiguration(_:)`` if the configuration is
+    ///   out of range.
     public func start() throws(TobyError) -> TobyReceiver {
+        try configuration.validate()
         try startLock.withLock { () throws(TobyError) in
             if started { throw TobyError.alreadyStarted }
             started = true

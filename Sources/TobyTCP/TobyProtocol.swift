@@ -38,7 +38,7 @@ public enum TobyProtocol {
         length: UInt64, byteOrder: TobyConfiguration.ByteOrder = .littleEndian
     ) -> [UInt8] {
         [UInt8](unsafeUninitializedCapacity: prefixSize) { buffer, count in
-            toby_prefix_encode(length, order(byteOrder), buffer.baseAddress!)
+            toby_prefix_encode(length, byteOrder.cValue, buffer.baseAddress!)
             count = prefixSize
         }
     }
@@ -52,10 +52,13 @@ public enum TobyProtocol {
     ) -> UInt64? {
         guard prefix.count == prefixSize else { return nil }
         let bytes = Array(prefix)
-        return bytes.withUnsafeBufferPointer { toby_prefix_decode($0.baseAddress!, order(byteOrder)) }
+        return bytes.withUnsafeBufferPointer { toby_prefix_decode($0.baseAddress!, byteOrder.cValue) }
     }
+}
 
-    private static func order(_ byteOrder: TobyConfiguration.ByteOrder) -> toby_byte_order {
-        byteOrder == .littleEndian ? TOBY_LITTLE_ENDIAN : TOBY_BIG_ENDIAN
+extension TobyConfiguration.ByteOrder {
+    /// The C core's name for this byte order.
+    var cValue: toby_byte_order {
+        self == .littleEndian ? TOBY_LITTLE_ENDIAN : TOBY_BIG_ENDIAN
     }
 }

@@ -1,18 +1,11 @@
-/// Hex encoding and the text-or-hex rendering of messages.
-enum Hex {
-    private static let digits = Array("0123456789abcdef".utf8)
+import TobyTCP
 
+/// Hex decoding and the text-or-hex rendering of messages (encoding is the
+/// library's).
+enum Hex {
     /// Lower-case hex, two digits a byte, no separators: `00ff10`.
     static func encode(_ bytes: UnsafeRawBufferPointer) -> String {
-        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
-            var index = 0
-            for byte in bytes {
-                out[index] = digits[Int(byte >> 4)]
-                out[index + 1] = digits[Int(byte & 0x0f)]
-                index += 2
-            }
-            return index
-        }
+        hexEncoded(bytes)
     }
 
     static func encode(_ bytes: [UInt8]) -> String {

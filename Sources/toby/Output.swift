@@ -1,17 +1,11 @@
-import Synchronization
+import TobyTCP
 
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Whole lines to stdout and stderr, written with `write(2)` under a lock so
 /// that lines from different connection threads never interleave.
 enum Output {
-    private static let lock = Mutex(())
+    private static let lock = ConditionLock()
 
     /// Writes `line` and a newline to stdout, immediately.
     static func line(_ line: String) {
@@ -26,7 +20,7 @@ enum Output {
     private static func emit(_ line: String, to fd: Int32) {
         var bytes = Array(line.utf8)
         bytes.append(UInt8(ascii: "\n"))
-        lock.withLock { _ in
+        lock.withLock {
             bytes.withUnsafeBytes { buffer in
                 var offset = 0
                 while offset < buffer.count {

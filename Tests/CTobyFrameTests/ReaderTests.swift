@@ -1,4 +1,5 @@
 import CTobyFrame
+import CTobyFrame.Testing
 import XCTest
 
 #if canImport(Glibc)

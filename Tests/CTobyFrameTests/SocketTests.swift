@@ -1,6 +1,7 @@
 // The socket and epoll helpers over loopback only (127.0.0.1 and Unix
 // sockets under /tmp), plus the real toby_io_system() table end to end.
 import CTobyFrame
+import CTobyFrame.Testing
 import XCTest
 
 #if canImport(Glibc)

@@ -1,13 +1,10 @@
 // Test support for the C core: a scripted fake `toby_io`, an independent
 // reference encoder/decoder, and a driver that runs a toby_reader to the end.
 import CTobyFrame
+import CTobyFrame.Testing
 import XCTest
 
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 
 let fakeFD: Int32 = 42
 let msgNoSignal = Int32(MSG_NOSIGNAL)

@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 
 @testable import TobyTCP
@@ -49,5 +50,47 @@ final class TobyErrorReadmeTests: XCTestCase {
                 "frame too large: peer announced 3543824036068086856 bytes, over the maximum frame length of 67108864 bytes (prefix bytes 48 54 54 50 2f 31 2e 31); connection closed, nothing allocated. The prefix reads as text (\"HTTP/1.1\"): the peer looks like it speaks a text protocol (HTTP, Redis, a shell?), not TobyTcp"
             )
         }
+    }
+}
+
+/// `localizedDescription` (Foundation is imported here, not in the library)
+/// is the library's sentence wherever the error's type is `TobyError`.
+final class TobyErrorLocalizedDescriptionTests: XCTestCase {
+    func testLocalizedDescriptionIsTheDescription() {
+        let errors: [TobyError] = [
+            .frameTooLarge(length: 9, limit: 8, prefix: []),
+            .frameTooLarge(length: 1 << 40, limit: 8, prefix: Array("HTTP/1.1".utf8)),
+            .truncatedFrame(expected: 20, received: 3), .alreadyStarted, .closed, .endOfStream,
+            .timedOut(.seconds(1)), .system(operation: "recvmsg", errno: ECONNRESET),
+            .unresolvableHost(host: "nowhere", reason: "no"), .unixPathTooLong(path: "p", length: 200, limit: 107),
+            .invalidConfiguration("maxFrameLength must be at least 1 (got 0)"),
+        ]
+        for error in errors {
+            XCTAssertEqual(error.localizedDescription, error.description)
+            XCTAssertFalse(error.localizedDescription.contains("could not be completed"))
+        }
+    }
+
+    /// The usual shape: a typed `catch` after calls that throw `TobyError`.
+    func testTypedCatchPrintsTheSentence() throws {
+        let (messenger, _) = try makePair()
+        try messenger.close()
+        do {
+            try messenger.send([1])
+            XCTFail("send after close")
+        } catch {
+            XCTAssertEqual(error.localizedDescription, TobyError.closed.description)
+        }
+    }
+}
+
+/// The package's one hex encoder, as errors and the tool print it.
+final class HexEncodingTests: XCTestCase {
+    func testPlainAndSeparated() {
+        let bytes: [UInt8] = [0x00, 0xff, 0x10, 0xa5]
+        XCTAssertEqual(bytes.withUnsafeBytes { hexEncoded($0) }, "00ff10a5")
+        XCTAssertEqual(bytes.withUnsafeBytes { hexEncoded($0, separator: UInt8(ascii: " ")) }, "00 ff 10 a5")
+        XCTAssertEqual([UInt8]().withUnsafeBytes { hexEncoded($0, separator: UInt8(ascii: " ")) }, "")
+        XCTAssertEqual([UInt8(0x7)].withUnsafeBytes { hexEncoded($0, separator: UInt8(ascii: ":")) }, "07")
     }
 }

@@ -5,11 +5,12 @@ import XCTest
 import Glibc
 #endif
 
-/// Where the `toby` binary is: next to the running test bundle (SwiftPM puts
-/// every product of a build in one directory), or `TOBY_BINARY`.
-enum TobyBinary {
-    static let path: String? = {
-        if let explicit = ProcessInfo.processInfo.environment["TOBY_BINARY"] { return explicit }
+/// Where a built executable of this package is: next to the running test
+/// bundle (SwiftPM puts every product of a build in one directory), or the
+/// path in an environment variable.
+enum BuiltExecutable {
+    static func path(named name: String, environmentVariable: String) -> String? {
+        if let explicit = ProcessInfo.processInfo.environment[environmentVariable] { return explicit }
         var directories: [String] = []
         let argument0 = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
         directories.append(argument0.deletingLastPathComponent().path)
@@ -24,21 +25,28 @@ enum TobyBinary {
         for directory in directories {
             var url = URL(fileURLWithPath: directory)
             for _ in 0..<3 {
-                let candidate = url.appendingPathComponent("toby").path
+                let candidate = url.appendingPathComponent(name).path
                 if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
                 url.deleteLastPathComponent()
             }
         }
         return nil
-    }()
+    }
 
-    static func require() throws -> String {
-        guard let path else {
+    static func require(_ name: String, environmentVariable: String) throws -> String {
+        guard let path = path(named: name, environmentVariable: environmentVariable) else {
             throw ToolTestError(
-                "the 'toby' executable was not found next to the test bundle (\(CommandLine.arguments[0])); "
-                    + "build it with 'swift build' (plain 'swift test' builds it) or set TOBY_BINARY")
+                "the '\(name)' executable was not found next to the test bundle (\(CommandLine.arguments[0])); "
+                    + "build it with 'swift build' (plain 'swift test' builds it) or set \(environmentVariable)")
         }
         return path
+    }
+}
+
+/// Where the `toby` binary is, or `TOBY_BINARY`.
+enum TobyBinary {
+    static func require() throws -> String {
+        try BuiltExecutable.require("toby", environmentVariable: "TOBY_BINARY")
     }
 }
 
@@ -110,15 +118,17 @@ final class ToolProcess {
     private let stdoutPipe = Pipe()
     private let stderrPipe = Pipe()
 
-    /// - Parameter descriptorLimit: if set, the tool runs with its
-    ///   RLIMIT_NOFILE lowered to this (through `ulimit -n` in a shell).
-    init(_ arguments: [String], descriptorLimit: Int? = nil) throws {
+    /// Starts `executable` (the `toby` binary unless given) with `arguments`.
+    /// - Parameter descriptorLimit: if set, it runs with its RLIMIT_NOFILE
+    ///   lowered to this (through `ulimit -n` in a shell).
+    init(_ arguments: [String], executable: String? = nil, descriptorLimit: Int? = nil) throws {
         self.arguments = arguments
+        let binary = try executable ?? TobyBinary.require()
         if let descriptorLimit {
             process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", "ulimit -n \(descriptorLimit) && exec \"$0\" \"$@\"", try TobyBinary.require()] + arguments
+            process.arguments = ["-c", "ulimit -n \(descriptorLimit) && exec \"$0\" \"$@\"", binary] + arguments
         } else {
-            process.executableURL = URL(fileURLWithPath: try TobyBinary.require())
+            process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = arguments
         }
         process.standardInput = stdinPipe

@@ -115,7 +115,7 @@ enum {
     TOBY_FRAME = 1,
     /** The next frame does not fit in the ring. Its payload must be read
      *  into a caller-provided destination of frame.length bytes with
-     *  toby_reader_direct_take() and toby_reader_direct_fill(). */
+     *  toby_reader_direct_fill(). */
     TOBY_FRAME_DIRECT = 2,
     /** The peer ended the stream cleanly, at a frame boundary. */
     TOBY_END = 3
@@ -218,13 +218,6 @@ void toby_reader_consume(toby_reader *r);
  */
 ssize_t toby_reader_fill(toby_reader *r, int flags);
 
-/**
- * For a TOBY_FRAME_DIRECT frame: copies the payload bytes already buffered
- * in the ring into `dst` (caller-owned, at least `dst_len` bytes) and frees
- * them from the ring. Returns the number of bytes copied (<= dst_len).
- */
-size_t toby_reader_direct_take(toby_reader *r, void *dst, size_t dst_len);
-
 /** Most bytes a direct fill reads into the ring past the direct frame. */
 #define TOBY_DIRECT_READAHEAD 4096
 
@@ -242,12 +235,6 @@ size_t toby_reader_direct_take(toby_reader *r, void *dst, size_t dst_len);
  */
 ssize_t toby_reader_direct_fill(toby_reader *r, void *dst, size_t dst_len,
                                 int flags);
-
-/** Payload bytes the current TOBY_FRAME_DIRECT frame still needs. */
-uint64_t toby_reader_direct_remaining(const toby_reader *r);
-
-/** Bytes buffered in the ring and not yet consumed. */
-size_t toby_reader_buffered(const toby_reader *r);
 
 /* ------------------------------------------------------------------------ */
 /* Writer                                                                   */
@@ -413,6 +400,10 @@ int toby_poller_wake(int wake_fd);
  * Returns 0, or TOBY_EINVAL if bytes are buffered or the ring is invalid.
  */
 int toby_reader_set_ring(toby_reader *r, uint8_t *ring, size_t capacity);
+
+/** Bytes buffered in the ring and not yet consumed (a loop gives the ring
+ *  back to its pool when this is 0). */
+size_t toby_reader_buffered(const toby_reader *r);
 
 /** Changes the descriptor the writer sends on. Its scratch space holds no
  *  state between toby_writer_write() calls (progress lives in the caller's

@@ -1,21 +1,17 @@
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
-/// A mutex with a condition variable, built on `pthread_mutex_t`.
+/// A mutex with a condition variable, built on `pthread_mutex_t`: the one
+/// lock of the package (library, tool and benchmarks).
 ///
 /// Why not `Synchronization.Mutex`: ThreadSanitizer cannot see its futex and
-/// reports false races, and this library must be clean under TSan. The
+/// reports false races, and this package must be clean under TSan. The
 /// condition variable is needed anyway for blocking waits.
-final class ConditionLock: @unchecked Sendable {
+package final class ConditionLock: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let condition: UnsafeMutablePointer<pthread_cond_t>
 
-    init() {
+    /// An unlocked mutex and its condition variable, on the monotonic clock.
+    package init() {
         mutex = .allocate(capacity: 1)
         condition = .allocate(capacity: 1)
         var mutexAttributes = pthread_mutexattr_t()
@@ -46,25 +42,29 @@ final class ConditionLock: @unchecked Sendable {
         mutex.deallocate()
     }
 
+    /// Takes the lock.
     @inline(__always)
-    func lock() { pthread_mutex_lock(mutex) }
+    package func lock() { pthread_mutex_lock(mutex) }
 
+    /// Releases the lock.
     @inline(__always)
-    func unlock() { pthread_mutex_unlock(mutex) }
+    package func unlock() { pthread_mutex_unlock(mutex) }
 
+    /// Runs `body` with the lock held.
     @inline(__always)
-    func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+    package func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body()
     }
 
-    /// Waits for a signal; the lock must be held.
-    func wait() { pthread_cond_wait(condition, mutex) }
+    /// Waits for a broadcast; the lock must be held. Wake-ups may be
+    /// spurious: wait in a loop on the condition.
+    package func wait() { pthread_cond_wait(condition, mutex) }
 
-    /// Waits for a signal until `deadline` (monotonic nanoseconds); the lock
-    /// must be held. Returns false when the deadline passed.
-    func wait(untilMonotonicNanoseconds deadline: UInt64) -> Bool {
+    /// Waits for a broadcast until `deadline` (``monotonicNanoseconds()``);
+    /// the lock must be held. Returns false when the deadline passed.
+    package func wait(untilMonotonicNanoseconds deadline: UInt64) -> Bool {
         var ts = timespec(
             tv_sec: Int(deadline / 1_000_000_000),
             tv_nsec: Int(deadline % 1_000_000_000)
@@ -72,13 +72,12 @@ final class ConditionLock: @unchecked Sendable {
         return pthread_cond_timedwait(condition, mutex, &ts) != ETIMEDOUT
     }
 
-    func signal() { pthread_cond_signal(condition) }
-
-    func broadcast() { pthread_cond_broadcast(condition) }
+    /// Wakes every thread waiting on the condition.
+    package func broadcast() { pthread_cond_broadcast(condition) }
 }
 
 /// Now, on the monotonic clock, in nanoseconds.
-func monotonicNanoseconds() -> UInt64 {
+package func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
