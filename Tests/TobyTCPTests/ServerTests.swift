@@ -122,9 +122,12 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(failures.closed.count, 0, "connections with a wrong or missing echo: \(failures.closed.prefix(5))")
         let drained = ServerEvents().wait { server.connectionCount == 0 }
         XCTAssertTrue(drained, "\(server.connectionCount) connections still open")
-        XCTAssertEqual(openFileDescriptorCount(), before, "file descriptors leaked")
+        // At most as many as before: other tests' sockets may close meanwhile
+        // (their owners are released on other threads), but a leak adds.
+        let after = openFileDescriptorCount()
+        XCTAssertLessThanOrEqual(after, before, "file descriptors leaked")
         server.close()
-        XCTAssertEqual(openFileDescriptorCount(), before - 1, "the listener is closed")
+        XCTAssertEqual(openFileDescriptorCount(), after - 1, "the listener is closed")
     }
 
     func testFrameTooLargeReportedAfterTheCompleteFrames() throws {
