@@ -76,7 +76,7 @@ public final class TobyServer: Sendable {
     ///     completing a frame before it ends with ``TobyError/timedOut(_:)``.
     ///   - options: Back-pressure and backlog.
     ///   - group: The loops to serve on; nil makes a group of one loop per
-    ///     core that the server owns and stops on ``close()``.
+    ///     core that the server owns and stops on ``close(gracePeriod:)``.
     ///   - handler: Makes the handler of each new connection, on its loop.
     /// - Throws: ``TobyError`` if the address cannot be bound or the loops
     ///   cannot start.
@@ -103,7 +103,7 @@ public final class TobyServer: Sendable {
     }
 
     /// Listens on a Unix domain socket path and starts serving. The path
-    /// must not exist; ``close()`` removes it.
+    /// must not exist; ``close(gracePeriod:)`` removes it.
     public static func listen(
         unixPath: String, configuration: TobyConfiguration = .default,
         options: Options = Options(), group: TobyEventLoopGroup? = nil,
