@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 
 @testable import TobyTCP
+import CTobyFrame
 
 #if canImport(Glibc)
 import Glibc

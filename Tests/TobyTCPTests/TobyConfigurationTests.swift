@@ -1,6 +1,7 @@
 import XCTest
 
 @testable import TobyTCP
+import CTobyFrame
 
 #if canImport(Glibc)
 import Glibc
