@@ -261,3 +261,80 @@ int toby_socket_set_nonblocking(int fd, int on) {
         return -errno;
     return 0;
 }
+
+int toby_socket_resolve(const char *host, uint16_t port, int numeric_only,
+                        toby_address *out, int capacity, int *gai_error) {
+    if (host == NULL || out == NULL || capacity <= 0)
+        return TOBY_EINVAL;
+    char service[8];
+    snprintf(service, sizeof(service), "%u", (unsigned)port);
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | (numeric_only ? AI_NUMERICHOST : 0);
+    struct addrinfo *list = NULL;
+    int rc = getaddrinfo(host, service, &hints, &list);
+    if (gai_error != NULL)
+        *gai_error = rc;
+    if (rc != 0)
+        return (rc == EAI_SYSTEM && errno != 0) ? -errno : TOBY_EINVAL;
+    int count = 0;
+    for (struct addrinfo *ai = list; ai != NULL && count < capacity;
+         ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof(out[count].storage))
+            continue;
+        memset(&out[count], 0, sizeof(out[count]));
+        memcpy(&out[count].storage, ai->ai_addr, ai->ai_addrlen);
+        out[count].length = ai->ai_addrlen;
+        count++;
+    }
+    freeaddrinfo(list);
+    return count > 0 ? count : TOBY_EINVAL;
+}
+
+static int connect_start(int family, const struct sockaddr *sa,
+                         socklen_t len, int *fd) {
+    int s = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s < 0)
+        return -errno;
+    if (family == AF_INET || family == AF_INET6)
+        set_nodelay(s);
+    int rc;
+    do {
+        rc = connect(s, sa, len);
+    } while (rc != 0 && errno == EINTR);
+    /* EINTR on a non-blocking connect leaves it in progress, as EINPROGRESS
+     * does; the retry above then reports EALREADY, which means the same. */
+    if (rc != 0 && errno != EINPROGRESS && errno != EALREADY) {
+        int err = -errno;
+        (void)close(s);
+        return err;
+    }
+    *fd = s;
+    return rc == 0 ? 0 : -EINPROGRESS;
+}
+
+int toby_socket_connect_start(const toby_address *address, int *fd) {
+    if (address == NULL || fd == NULL)
+        return TOBY_EINVAL;
+    return connect_start(address->storage.ss_family,
+                         (const struct sockaddr *)&address->storage,
+                         address->length, fd);
+}
+
+int toby_socket_connect_unix_start(const char *path, int *fd) {
+    struct sockaddr_un sa;
+    int rc = unix_address(path, &sa);
+    if (rc != 0)
+        return rc;
+    return connect_start(AF_UNIX, (const struct sockaddr *)&sa, sizeof(sa), fd);
+}
+
+int toby_socket_connect_finish(int fd) {
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        return -errno;
+    return -err;
+}

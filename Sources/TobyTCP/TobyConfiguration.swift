@@ -55,6 +55,12 @@ public struct TobyConfiguration: Sendable, Equatable, Hashable {
     /// when set. Default nil.
     public var readTimeout: Duration? = nil
 
+    /// If set, an async send that has waited this long for room in a
+    /// connection's queue (a peer that does not read) fails with
+    /// ``TobyError/timedOut(_:)``; the message was not accepted. Positive
+    /// when set. Default nil.
+    public var writeTimeout: Duration? = nil
+
     /// The defaults: little-endian, 64 MiB frames, 64 KiB ring, 4 MiB of
     /// queued sends, no read timeout. The same as ``init()``.
     public static let `default` = TobyConfiguration()
@@ -105,6 +111,9 @@ public struct TobyConfiguration: Sendable, Equatable, Hashable {
         }
         if let timeout = readTimeout, timeout <= .zero {
             throw .invalidConfiguration("readTimeout must be positive (got \(timeout))")
+        }
+        if let timeout = writeTimeout, timeout <= .zero {
+            throw .invalidConfiguration("writeTimeout must be positive (got \(timeout))")
         }
     }
 

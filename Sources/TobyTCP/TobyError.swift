@@ -51,6 +51,10 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
     /// A configuration was contradictory or out of range.
     case invalidConfiguration(String)
 
+    /// Another task is already receiving from this async connection: a
+    /// connection has one consumer at a time.
+    case alreadyReceiving
+
     /// The number of payload bytes still missing from a truncated frame.
     public var missingBytes: UInt64? {
         if case .truncatedFrame(let expected, let received) = self { return expected - received }
@@ -92,6 +96,8 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
             return "Unix socket path too long: '\(path)' is \(length) bytes, the limit is \(limit) bytes (sun_path); it is never truncated"
         case .invalidConfiguration(let why):
             return "invalid configuration: \(why)"
+        case .alreadyReceiving:
+            return "already receiving: another task is iterating this connection's messages; a connection has one consumer at a time"
         }
     }
 

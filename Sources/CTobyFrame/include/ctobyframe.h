@@ -557,6 +557,40 @@ int toby_loop_wake(const toby_loop *loop);
  */
 int toby_loop_timeout_ms(uint64_t now_ns, uint64_t deadline_ns);
 
+/** A resolved socket address, for a non-blocking connect. */
+typedef struct toby_address {
+    struct sockaddr_storage storage;
+    socklen_t length;
+} toby_address;
+
+/**
+ * Resolves host:port into up to `capacity` stream addresses (`out` is
+ * caller-owned), in getaddrinfo's order. With `numeric_only` set it never
+ * blocks (AI_NUMERICHOST) and fails with TOBY_EINVAL for a name; without,
+ * a DNS name may block, so an event loop calls it on another thread.
+ * Returns the count (> 0), TOBY_EINVAL (then *gai_error, if not NULL, holds
+ * the getaddrinfo code), or -errno.
+ */
+int toby_socket_resolve(const char *host, uint16_t port, int numeric_only,
+                        toby_address *out, int capacity, int *gai_error);
+
+/**
+ * Starts a non-blocking connect to `address` (borrowed) on a new
+ * non-blocking, close-on-exec socket (TCP_NODELAY for TCP), stored in *fd and
+ * owned by the caller. Returns 0 when connected at once, -EINPROGRESS when
+ * the caller must wait for writability and then call
+ * toby_socket_connect_finish(), or -errno (no descriptor is left open).
+ */
+int toby_socket_connect_start(const toby_address *address, int *fd);
+
+/** Like toby_socket_connect_start() for a Unix socket path
+ *  (-ENAMETOOLONG if it does not fit in sun_path). */
+int toby_socket_connect_unix_start(const char *path, int *fd);
+
+/** Once a started connect's socket is writable: 0 if it connected, else
+ *  its -errno (from SO_ERROR). */
+int toby_socket_connect_finish(int fd);
+
 /** Sets or clears O_NONBLOCK on `fd` (borrowed). Returns 0 or -errno. */
 int toby_socket_set_nonblocking(int fd, int on);
 

@@ -25,6 +25,8 @@ final class EventLoop: @unchecked Sendable {
         case connection(TobyConnection)
         /// Run a closure on the loop.
         case run(@Sendable () -> Void)
+        /// Run a task's job: the loop is a task executor.
+        case job(UnownedJob)
         /// Close everything and end the thread.
         case stop
     }
@@ -33,6 +35,8 @@ final class EventLoop: @unchecked Sendable {
     /// connection gets one read per round.
     static let eventCapacity = 256
     static let listenerFlag: UInt64 = 1 << 63
+    /// Tokens of one-shot writability waits (connects in progress).
+    static let waitFlag: UInt64 = 1 << 62
     /// Most connections taken from a listener per readiness event, so a
     /// connection storm cannot starve connections already served.
     static let acceptsPerEvent = 32
@@ -68,6 +72,9 @@ final class EventLoop: @unchecked Sendable {
     /// The array of the frame larger than the ring being delivered, so a
     /// handler forwarding it retains the array instead of copying it.
     var currentDirect: [UInt8]?
+    /// Tasks waiting for a descriptor to become writable (connects).
+    private var writableWaits: [UInt64: (continuation: CheckedContinuation<Void, any Error>, timeout: Duration)] = [:]
+    private var nextWaitID: UInt64 = 0
     /// Live connections, for tests and statistics.
     private(set) var connectionCount = 0
 
@@ -177,6 +184,7 @@ final class EventLoop: @unchecked Sendable {
                 switch job {
                 case .connection(let connection): connection.takeForeignWork()
                 case .run(let body): body()
+                case .job(let job): job.runSynchronously(on: asUnownedTaskExecutor())
                 case .stop:
                     jobs.removeAll()
                     break running
@@ -209,6 +217,10 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func dispatch(_ event: toby_loop_event) {
+        if event.token & EventLoop.waitFlag != 0 && event.token & EventLoop.listenerFlag == 0 {
+            endWritableWait(event.token, error: nil)
+            return
+        }
         if event.token & EventLoop.listenerFlag != 0 {
             let slot = Int(event.token & 0xffff_ffff)
             if slot < listeners.count, let listener = listeners[slot], listener.token == event.token {
@@ -311,6 +323,60 @@ final class EventLoop: @unchecked Sendable {
         return scratch!
     }
 
+    // MARK: Connects
+
+    /// Suspends the calling task (on this loop) until `fd` is writable, or
+    /// `timeout` passes (``TobyError/timedOut(_:)``), or the task is cancelled.
+    func waitWritable(fd: Int32, timeout: Duration) async throws {
+        nextWaitID += 1
+        let token = EventLoop.waitFlag | nextWaitID
+        let rc = toby_loop_add(cLoop, fd, token, UInt32(TOBY_LOOP_WRITE))
+        if rc != 0 { throw TobyError.fromCode(Int(rc), operation: "epoll_ctl(connect)") }
+        defer { _ = toby_loop_remove(cLoop, fd) }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                writableWaits[token] = (continuation, timeout)
+                timers.push(deadline: now &+ timeout.clampedNanoseconds, token: token)
+            }
+        } onCancel: {
+            self.enqueue(.run { self.endWritableWait(token, error: CancellationError()) })
+        }
+    }
+
+    private func endWritableWait(_ token: UInt64, error: (any Error)?) {
+        guard let wait = writableWaits.removeValue(forKey: token) else { return }
+        if let error {
+            wait.continuation.resume(throwing: error)
+        } else {
+            wait.continuation.resume()
+        }
+    }
+
+    /// Adopts a connected, non-blocking client descriptor; returns its
+    /// connection, opened (its handler made and told).
+    func adoptClient(fd: Int32, peer: String, core: ServerCore) throws(TobyError) -> TobyConnection {
+        let slot: Int
+        if let free = freeSlots.popLast() {
+            slot = free
+        } else {
+            slot = slots.count
+            slots.append(nil)
+            generations.append(0)
+        }
+        let token = UInt64(generations[slot]) << 32 | UInt64(slot)
+        let rc = toby_loop_add(cLoop, fd, token, UInt32(TOBY_LOOP_READ))
+        if rc != 0 {
+            freeSlots.append(slot)
+            throw TobyError.fromCode(Int(rc), operation: "epoll_ctl")
+        }
+        let connection = TobyConnection(fd: fd, peer: peer, token: token, loop: self, server: core)
+        slots[slot] = connection
+        connectionCount += 1
+        core.connectionOpened()
+        connection.open()
+        return connection
+    }
+
     // MARK: Timers
 
     func schedule(deadline: UInt64, token: UInt64) {
@@ -319,6 +385,12 @@ final class EventLoop: @unchecked Sendable {
 
     private func runTimers() {
         while let entry = timers.popDue(now: now) {
+            if entry.token & EventLoop.waitFlag != 0 && entry.token & EventLoop.listenerFlag == 0 {
+                if let wait = writableWaits[entry.token] {
+                    endWritableWait(entry.token, error: TobyError.timedOut(wait.timeout))
+                }
+                continue
+            }
             if entry.token & EventLoop.listenerFlag != 0 {
                 let slot = Int(entry.token & 0xffff_ffff)
                 if slot < listeners.count, let listener = listeners[slot], listener.token == entry.token {
@@ -421,6 +493,7 @@ final class EventLoop: @unchecked Sendable {
     // MARK: Shutdown
 
     private func shutDownEverything() {
+        for token in Array(writableWaits.keys) { endWritableWait(token, error: TobyError.closed) }
         for slot in listeners.indices {
             if let listener = listeners[slot] {
                 removeListener(listener.server)
@@ -434,9 +507,31 @@ final class EventLoop: @unchecked Sendable {
         let leftovers = inbox
         inbox.removeAll()
         lock.unlock()
-        for case .connection(let connection) in leftovers {
-            connection.refuseForeignWork()
+        for job in leftovers {
+            switch job {
+            case .connection(let connection): connection.refuseForeignWork()
+            case .job(let job): EventLoop.runElsewhere(job)
+            case .run, .stop: break
+            }
         }
+    }
+}
+
+extension EventLoop: TaskExecutor {
+    /// Runs a task's job on this loop's thread: a task that prefers this
+    /// executor (the task a server starts for a connection) runs where its
+    /// connection's I/O happens, and is resumed by it without a thread hop.
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        if !enqueue(.job(job)) {
+            // The loop has stopped: the task must still run, elsewhere.
+            EventLoop.runElsewhere(job)
+        }
+    }
+
+    /// Runs a job on the global concurrent executor (a stopped loop's jobs).
+    static func runElsewhere(_ job: UnownedJob) {
+        globalConcurrentExecutor.enqueue(job)
     }
 }
 

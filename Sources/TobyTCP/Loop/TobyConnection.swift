@@ -80,7 +80,14 @@ public final class TobyConnection: @unchecked Sendable {
     private var directFilled = 0
     private var output = OutputQueue()
     private var interest = UInt32(TOBY_LOOP_READ)
+    /// Reading stopped because the output queue is above its high-water mark.
     private var readPaused = false
+    /// Reading stopped because an async consumer has too much unread.
+    private var inboundHeld = false
+    private var readHeld: Bool { readPaused || inboundHeld }
+    /// Tasks waiting for the output queue (async sends, flush, close).
+    private var outputWaiters: [OutputWaiter] = []
+    private var nextWaiterID = 0
     private var isDirty = false
     private var deadline: UInt64 = .max
     private var timerAt: UInt64 = .max
@@ -359,7 +366,7 @@ public final class TobyConnection: @unchecked Sendable {
             flushOutput()
         }
         guard state != .closed else { return }
-        if state.reads && !readPaused {
+        if state.reads && !readHeld {
             if events & (UInt32(TOBY_LOOP_READ) | hangup) != 0 { readAndDeliver() }
         } else if events & hangup != 0 {
             // A hang-up or error while we are not reading (paused, draining,
@@ -385,6 +392,8 @@ public final class TobyConnection: @unchecked Sendable {
 
     func timerFired() {
         timerAt = .max
+        guard state != .closed else { return }
+        expireOutputWaiters()
         guard state != .closed, deadline != .max else { return }
         if deadline > loop.now {
             // Reset since this entry was pushed: wait for the current one.
@@ -395,7 +404,7 @@ public final class TobyConnection: @unchecked Sendable {
         switch state {
         case .open:
             // Paused by back-pressure: the deadline starts again on resuming.
-            if readPaused { return }
+            if readHeld { return }
             if let timeout = configuration.readTimeout {
                 // No frame completed in time: a silent or slow-loris peer.
                 failInput(.timedOut(timeout))
@@ -462,7 +471,7 @@ public final class TobyConnection: @unchecked Sendable {
         }
         var didRead = false
         var count = 0
-        decoding: while state.reads && !readPaused {
+        decoding: while state.reads && !readHeld {
             var frame = toby_frame()
             let status = collectFrames(&count, &frame)
             switch status {
@@ -681,6 +690,7 @@ public final class TobyConnection: @unchecked Sendable {
                 break
             case .wouldBlock:
                 if output.pendingBytes >= highWater { readPaused = true }
+                if output.pendingBytes <= lowWater { resumeOutputWaiters() }
                 updateInterest()
                 return
             case .failed(let code):
@@ -713,7 +723,8 @@ public final class TobyConnection: @unchecked Sendable {
         if foreignPending() { takeForeignWork() }
         // Frames may wait in the ring with nothing new on the socket, which
         // level-triggered readiness would never report: decode them now.
-        if resume && state.reads { readAndDeliver() }
+        resumeOutputWaiters()
+        if resume && state.reads && !readHeld { readAndDeliver() }
     }
 
     private func foreignPending() -> Bool {
@@ -723,7 +734,7 @@ public final class TobyConnection: @unchecked Sendable {
     private func updateInterest() {
         guard state != .closed else { return }
         var wanted: UInt32 = 0
-        if state.reads && !readPaused { wanted |= UInt32(TOBY_LOOP_READ) }
+        if state.reads && !readHeld { wanted |= UInt32(TOBY_LOOP_READ) }
         if !output.isEmpty { wanted |= UInt32(TOBY_LOOP_WRITE) }
         if wanted != interest {
             if loop.setInterest(self, wanted) == 0 { interest = wanted }
@@ -744,9 +755,11 @@ public final class TobyConnection: @unchecked Sendable {
     /// Keeps one heap entry no later than `deadline` (the heap is lazy: a
     /// later deadline is checked when the entry surfaces).
     private func armTimer() {
-        guard deadline != .max, deadline < timerAt else { return }
-        timerAt = deadline
-        loop.schedule(deadline: deadline, token: token)
+        var next = deadline
+        for waiter in outputWaiters where waiter.deadline < next { next = waiter.deadline }
+        guard next != .max, next < timerAt else { return }
+        timerAt = next
+        loop.schedule(deadline: next, token: token)
     }
 
     private func closeForeignSends() {
@@ -773,12 +786,14 @@ public final class TobyConnection: @unchecked Sendable {
         }
         loop.forget(self)
         _ = Glibc.close(fd)
+        let unsent = output.pendingBytes
         output.discard(pool: loop.outputPool)
         if let ring {
             loop.ringPool(capacity: configuration.ringCapacity).give(ring)
             self.ring = nil
         }
         direct = []
+        failOutputWaiters(error ?? .closed, unsent: unsent)
         server.connectionClosed()
         if inHandler {
             closedDuringHandler = .some(error)
@@ -816,5 +831,134 @@ public final class TobyConnection: @unchecked Sendable {
             _ = output.flush(fd: fd, iov: loop.iov, pool: loop.outputPool)
         }
         finish(error: nil, abortive: false)
+    }
+}
+
+// MARK: - Hooks for the async API (loop thread only)
+
+extension TobyConnection {
+    struct OutputWaiter {
+        enum Kind { case room, drained }
+        let id: Int
+        let kind: Kind
+        let deadline: UInt64
+        let continuation: CheckedContinuation<Void, any Error>
+    }
+
+    /// Whether a send now would find the queue at or above its high-water mark.
+    var outputIsFull: Bool { output.pendingBytes >= highWater }
+
+    /// Whether the connection still accepts sends.
+    var acceptsSends: Bool { state.acceptsSends }
+
+    /// Whether the descriptor is closed.
+    var isClosed: Bool { state == .closed }
+
+    /// Queues an owned message on the loop (the async API's send).
+    func enqueueOnLoop(_ message: [UInt8]) throws(TobyError) {
+        try checkLength(message.count)
+        guard state.acceptsSends else { throw sendError() }
+        output.append(payload: message, order: order, pool: loop.outputPool)
+        markDirty()
+    }
+
+    /// Queues already framed bytes in this connection's byte order.
+    func enqueueFramedOnLoop(_ frames: [UInt8]) throws(TobyError) {
+        guard state.acceptsSends else { throw sendError() }
+        output.append(framedArray: frames)
+        markDirty()
+    }
+
+    /// Suspends the calling task (running on this loop) until the output
+    /// queue is below its low-water mark (`.room`) or empty (`.drained`).
+    /// Throws the connection's error if it fails first, `timedOut` after
+    /// `writeTimeout` for `.room`, or `CancellationError`.
+    func waitForOutput(_ kind: OutputWaiter.Kind) async throws {
+        if kind == .room && output.pendingBytes < highWater { return }
+        if kind == .drained && output.isEmpty && !isDirty { return }
+        if state == .closed { throw failure ?? TobyError.closed }
+        try Task.checkCancellation()
+        nextWaiterID += 1
+        let id = nextWaiterID
+        var deadline = UInt64.max
+        if kind == .room, let timeout = configuration.writeTimeout {
+            deadline = loop.now &+ timeout.clampedNanoseconds
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                outputWaiters.append(OutputWaiter(id: id, kind: kind, deadline: deadline, continuation: continuation))
+                armTimer()
+            }
+        } onCancel: {
+            loop.enqueue(.run { self.cancelOutputWaiter(id) })
+        }
+    }
+
+    private func cancelOutputWaiter(_ id: Int) {
+        guard let index = outputWaiters.firstIndex(where: { $0.id == id }) else { return }
+        outputWaiters.remove(at: index).continuation.resume(throwing: CancellationError())
+    }
+
+    /// Resumes the waiters whose condition now holds.
+    fileprivate func resumeOutputWaiters() {
+        guard !outputWaiters.isEmpty else { return }
+        let pending = output.pendingBytes
+        var index = 0
+        while index < outputWaiters.count {
+            let waiter = outputWaiters[index]
+            let ready = waiter.kind == .room ? pending <= lowWater : pending == 0
+            if ready {
+                outputWaiters.remove(at: index).continuation.resume()
+            } else {
+                index += 1
+            }
+        }
+    }
+
+    fileprivate func expireOutputWaiters() {
+        guard !outputWaiters.isEmpty, let timeout = configuration.writeTimeout else { return }
+        let now = loop.now
+        var index = 0
+        while index < outputWaiters.count {
+            if outputWaiters[index].deadline <= now {
+                outputWaiters.remove(at: index).continuation.resume(throwing: TobyError.timedOut(timeout))
+            } else {
+                index += 1
+            }
+        }
+        armTimer()
+    }
+
+    fileprivate func failOutputWaiters(_ error: TobyError, unsent: Int) {
+        let waiters = outputWaiters
+        outputWaiters.removeAll()
+        for waiter in waiters {
+            // A drained wait ends well if everything went out before a clean end.
+            if waiter.kind == .drained && error == .closed && unsent == 0 {
+                waiter.continuation.resume()
+            } else {
+                waiter.continuation.resume(throwing: error)
+            }
+        }
+    }
+
+    /// Stops reading because an async consumer has too much unread.
+    func holdInbound() {
+        guard !inboundHeld else { return }
+        inboundHeld = true
+        updateInterest()
+    }
+
+    /// Reads again once the consumer caught up; frames already in the ring
+    /// are delivered at once (no readiness event would report them).
+    func releaseInbound() {
+        guard inboundHeld else { return }
+        inboundHeld = false
+        guard state != .closed else { return }
+        updateInterest()
+        if state.reads && !readHeld {
+            armReadDeadline()
+            readAndDeliver()
+        }
     }
 }

@@ -7,6 +7,17 @@ import Glibc
 /// Servers share a group, or make their own.
 public final class TobyEventLoopGroup: Sendable {
     let loops: [EventLoop]
+    private let pick = ConditionLock()
+    nonisolated(unsafe) private var nextLoop = 0  // guarded by pick
+
+    /// The loop for the next client connection, round-robin.
+    func next() -> EventLoop {
+        pick.withLock {
+            let loop = loops[nextLoop % loops.count]
+            nextLoop &+= 1
+            return loop
+        }
+    }
 
     /// The number of processors this process may run on (at least 1).
     public static var coreCount: Int {

@@ -86,6 +86,7 @@ public final class TobyServer: Sendable {
         handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
     ) throws(TobyError) -> TobyServer {
         try options.validate()
+        try configuration.validate()
         guard let port16 = UInt16(exactly: port) else {
             throw .invalidConfiguration("port must be in 0...65535 (got \(port))")
         }
@@ -110,6 +111,7 @@ public final class TobyServer: Sendable {
         handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
     ) throws(TobyError) -> TobyServer {
         try options.validate()
+        try configuration.validate()
         try TobyListener.checkUnixPath(unixPath)
         var fd: Int32 = -1
         let rc = toby_socket_listen_unix(unixPath, Int32(clamping: options.backlog), &fd)

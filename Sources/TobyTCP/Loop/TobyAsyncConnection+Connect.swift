@@ -1,0 +1,148 @@
+import CTobyFrame
+import Glibc
+
+extension TobyAsyncConnection {
+    /// Connects over TCP without blocking a thread: the name is resolved on
+    /// a thread of its own (a numeric address needs none), each address it
+    /// resolves to is tried in turn with a non-blocking connect on one of
+    /// `group`'s loops, and the connection is served by that loop.
+    ///
+    /// - Parameters:
+    ///   - timeout: For each address's connect.
+    /// - Throws: ``TobyError/unresolvableHost(host:reason:)``,
+    ///   ``TobyError/timedOut(_:)``, ``TobyError/system(operation:errno:)``
+    ///   from the last address tried (for example ECONNREFUSED), or
+    ///   `CancellationError` (nothing is left open then).
+    public static func connect(
+        host: String, port: Int, configuration: TobyConfiguration = .default,
+        group: TobyEventLoopGroup, timeout: Duration = .seconds(10)
+    ) async throws -> TobyAsyncConnection {
+        try configuration.validate()
+        guard let port16 = UInt16(exactly: port) else {
+            throw TobyError.invalidConfiguration("port must be in 0...65535 (got \(port))")
+        }
+        let addresses = try await resolve(host: host, port: port16)
+        let loop = group.next()
+        let peer = TobyMessenger.describe(host: host, port: port16)
+        return try await withTaskExecutorPreference(loop) {
+            var lastError: any Error = TobyError.unresolvableHost(host: host, reason: "no address")
+            for var address in addresses {
+                var fd: Int32 = -1
+                let rc = toby_socket_connect_start(&address, &fd)
+                if rc != 0 && rc != -EINPROGRESS {
+                    lastError = TobyError.system(operation: "connect to \(peer)", errno: -rc)
+                    continue
+                }
+                do {
+                    if rc == -EINPROGRESS {
+                        try await loop.waitWritable(fd: fd, timeout: timeout)
+                        let result = toby_socket_connect_finish(fd)
+                        if result != 0 { throw TobyError.system(operation: "connect to \(peer)", errno: -result) }
+                    }
+                    return try adopt(fd: fd, peer: peer, configuration: configuration, loop: loop)
+                } catch {
+                    _ = Glibc.close(fd)
+                    if error is CancellationError { throw error }
+                    lastError = error
+                }
+            }
+            throw lastError
+        }
+    }
+
+    /// Connects to a Unix domain socket without blocking a thread.
+    public static func connect(
+        unixPath: String, configuration: TobyConfiguration = .default,
+        group: TobyEventLoopGroup, timeout: Duration = .seconds(10)
+    ) async throws -> TobyAsyncConnection {
+        try configuration.validate()
+        try TobyListener.checkUnixPath(unixPath)
+        let loop = group.next()
+        return try await withTaskExecutorPreference(loop) {
+            var fd: Int32 = -1
+            let rc = toby_socket_connect_unix_start(unixPath, &fd)
+            if rc != 0 && rc != -EINPROGRESS && rc != -EAGAIN {
+                throw TobyError.system(operation: "connect to unix:\(unixPath)", errno: -rc)
+            }
+            do {
+                if rc != 0 {
+                    try await loop.waitWritable(fd: fd, timeout: timeout)
+                    let result = toby_socket_connect_finish(fd)
+                    if result != 0 { throw TobyError.system(operation: "connect to unix:\(unixPath)", errno: -result) }
+                }
+                return try adopt(fd: fd, peer: "unix:\(unixPath)", configuration: configuration, loop: loop)
+            } catch {
+                _ = Glibc.close(fd)
+                throw error
+            }
+        }
+    }
+
+    /// On `loop`: serves a connected descriptor as an async connection.
+    private static func adopt(
+        fd: Int32, peer: String, configuration: TobyConfiguration, loop: EventLoop
+    ) throws(TobyError) -> TobyAsyncConnection {
+        final class Made: @unchecked Sendable { var connection: TobyAsyncConnection? }
+        let made = Made()
+        let core = ServerCore(listenFD: -1, unixPath: nil, configuration: configuration, options: .init()) { core in
+            let connection = TobyAsyncConnection(core: core)
+            made.connection = connection
+            return AsyncClientBridge(connection: connection)
+        }
+        _ = try loop.adoptClient(fd: fd, peer: peer, core: core)
+        // Made synchronously by adoptClient's open(); never nil here.
+        guard let connection = made.connection else { throw .closed }
+        return connection
+    }
+
+    /// Resolves without blocking a pool thread: numeric addresses at once,
+    /// names with getaddrinfo on a thread of their own.
+    private static func resolve(host: String, port: UInt16) async throws -> [toby_address] {
+        if let addresses = try resolveNow(host: host, port: port, numericOnly: true) { return addresses }
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[toby_address], any Error>) in
+            do {
+                try Threads.spawn(stackSize: 256 << 10) {
+                    do {
+                        continuation.resume(returning: try resolveNow(host: host, port: port, numericOnly: false)!)
+                    } catch {
+                        continuation.resume(throwing: error)
+                    }
+                }
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }
+    }
+
+    /// nil when `numericOnly` and `host` is a name.
+    private static func resolveNow(host: String, port: UInt16, numericOnly: Bool) throws -> [toby_address]? {
+        var addresses = [toby_address](repeating: toby_address(), count: 8)
+        var gaiError: Int32 = 0
+        let count = addresses.withUnsafeMutableBufferPointer {
+            toby_socket_resolve(host, port, numericOnly ? 1 : 0, $0.baseAddress, Int32($0.count), &gaiError)
+        }
+        if count > 0 { return Array(addresses[0..<Int(count)]) }
+        if count == TOBY_EINVAL {
+            if numericOnly && gaiError == EAI_NONAME { return nil }
+            throw TobyError.unresolvableHost(host: host, reason: String(cString: gai_strerror(gaiError)))
+        }
+        throw TobyError.system(operation: "getaddrinfo(\(host))", errno: -count)
+    }
+}
+
+/// The handler of a client async connection: inbound to its inbox.
+struct AsyncClientBridge: TobyServerHandler {
+    let connection: TobyAsyncConnection
+
+    func received(_ messages: TobyMessages, on core: TobyConnection) {
+        connection.loopReceived(messages)
+    }
+
+    func inputEnded(on core: TobyConnection) {
+        connection.loopEnded(nil)
+    }
+
+    func connectionClosed(_ core: TobyConnection, error: TobyError?) {
+        connection.loopEnded(error)
+    }
+}

@@ -1,0 +1,427 @@
+import CTobyFrame
+import Glibc
+
+/// A connection for async code, served by an event loop.
+///
+/// Inbound messages arrive as an `AsyncSequence` (``messages``, or
+/// ``batches``: everything one read brought, at once); sends suspend, never
+/// block a thread, while the connection's queue is above its high-water
+/// mark. Every operation runs on the connection's loop thread: a task that
+/// prefers the loop as its executor (the task ``TobyServer/serve(host:port:configuration:options:group:preferLoopExecutor:_:)``
+/// starts for each connection, by default) is resumed there by the I/O it
+/// waits for, with no thread hop; any other task hops to the loop and back.
+///
+/// One consumer at a time: a second task iterating the same connection
+/// gets ``TobyError/alreadyReceiving`` at once. Cancellation of a waiting
+/// receive, send or connect throws `CancellationError`, distinct from the
+/// end of stream (`nil`) and from ``TobyError``.
+public final class TobyAsyncConnection: @unchecked Sendable {
+    let core: TobyConnection
+    var loop: EventLoop { core.loop }
+
+    /// The peer's address as text, as for ``TobyMessenger/peer``.
+    public var peer: String { core.peer }
+
+    /// The connection's configuration.
+    public var configuration: TobyConfiguration { core.configuration }
+
+    /// The event loop serving this connection, as a task executor: run code
+    /// with it as preference (`withTaskExecutorPreference`) to stay on the
+    /// connection's thread.
+    public var executor: any TaskExecutor { core.loop }
+
+    // Loop thread only.
+    private var inbox: [TobyBatch] = []
+    private var inboxHead = 0
+    private var inboxBytes = 0
+    private var current: TobyBatch?
+    private var currentIndex = 0
+    private var ended: TobyError??  // nil: open; .some(nil): clean end
+    private var waiter: (id: Int, continuation: CheckedContinuation<Void, any Error>)?
+    private var nextWaiterID = 0
+
+    // Guarded by claimLock.
+    private let claimLock = ConditionLock()
+    private var claimed = false
+
+    init(core: TobyConnection) {
+        self.core = core
+    }
+
+    // MARK: From the loop (the bridge handler)
+
+    /// Unread bytes above which the loop stops reading this connection until
+    /// the consumer has taken half of them.
+    var inboxLimit: Int { max(configuration.ringCapacity * 4, 256 << 10) }
+
+    func loopReceived(_ messages: TobyMessages) {
+        let batch = TobyBatch(messages, byteOrder: configuration.byteOrder)
+        inbox.append(batch)
+        inboxBytes += batch.framedByteCount
+        if inboxBytes > inboxLimit { core.holdInbound() }
+        wakeConsumer()
+    }
+
+    func loopEnded(_ error: TobyError?) {
+        if ended == nil { ended = .some(error) }
+        wakeConsumer()
+    }
+
+    private func wakeConsumer() {
+        if let waiter {
+            self.waiter = nil
+            waiter.continuation.resume()
+        }
+    }
+
+    // MARK: Receiving
+
+    /// Claims the single-consumer right; false if another iterator holds it.
+    func claim() -> Bool {
+        claimLock.withLock {
+            if claimed { return false }
+            claimed = true
+            return true
+        }
+    }
+
+    func releaseClaim() {
+        claimLock.withLock { claimed = false }
+    }
+
+    /// The next batch, or nil at the end of stream. On the loop thread.
+    func nextBatchOnLoop() async throws -> TobyBatch? {
+        while true {
+            if let batch = current {
+                current = nil
+                if currentIndex == 0 { return batch }
+                // A message iterator took part of it: the rest, as its own batch.
+                let rest = TobyBatch(remainderOf: batch, from: currentIndex)
+                currentIndex = 0
+                return rest
+            }
+            if let batch = popBatch() { return batch }
+            if let ended {
+                if let error = ended { throw error }
+                return nil
+            }
+            try await waitForInbound()
+        }
+    }
+
+    /// The next message, or nil at the end of stream. On the loop thread.
+    func nextMessageOnLoop() async throws -> ArraySlice<UInt8>? {
+        while true {
+            if let batch = current {
+                if currentIndex < batch.count {
+                    let message = batch[currentIndex]
+                    currentIndex += 1
+                    return message
+                }
+                current = nil
+                currentIndex = 0
+            }
+            if let batch = popBatch() {
+                current = batch
+                currentIndex = 0
+                continue
+            }
+            if let ended {
+                if let error = ended { throw error }
+                return nil
+            }
+            try await waitForInbound()
+        }
+    }
+
+    private func popBatch() -> TobyBatch? {
+        guard inboxHead < inbox.count else { return nil }
+        let batch = inbox[inboxHead]
+        inboxHead += 1
+        inboxBytes -= batch.framedByteCount
+        if inboxHead == inbox.count {
+            inbox.removeAll(keepingCapacity: true)
+            inboxHead = 0
+        }
+        if inboxBytes <= inboxLimit / 2 { core.releaseInbound() }
+        return batch
+    }
+
+    private func waitForInbound() async throws {
+        try Task.checkCancellation()
+        nextWaiterID += 1
+        let id = nextWaiterID
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                waiter = (id, continuation)
+            }
+        } onCancel: {
+            loop.enqueue(.run { self.cancelWaiter(id) })
+        }
+    }
+
+    private func cancelWaiter(_ id: Int) {
+        guard let waiter, waiter.id == id else { return }
+        self.waiter = nil
+        waiter.continuation.resume(throwing: CancellationError())
+    }
+
+    /// Runs `body` on the loop: at once if already there, else with the
+    /// loop as the task's executor preference (a hop there and back).
+    @inline(__always)
+    func onLoop<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        if loop.isCurrent { return try await body() }
+        return try await withTaskExecutorPreference(loop) { try await body() }
+    }
+
+    /// The inbound messages, one at a time, as views of their batch (no
+    /// copy). Ends with `nil` at a clean end of stream and throws the
+    /// connection's error (``TobyError``) after every message before it.
+    public var messages: Messages { Messages(connection: self) }
+
+    /// The inbound messages a read at a time: each element is every complete
+    /// message that read brought.
+    public var batches: Batches { Batches(connection: self) }
+
+    /// The next message, lent to `body` (valid during the call): parse in
+    /// place without copying. Returns nil at the end of stream.
+    public func withNextMessage<R: Sendable>(_ body: @Sendable (UnsafeRawBufferPointer) throws -> R) async throws -> R? {
+        guard claim() else { throw TobyError.alreadyReceiving }
+        defer { releaseClaim() }
+        return try await onLoop {
+            guard let message = try await self.nextMessageOnLoop() else { return nil }
+            return try message.withUnsafeBytes { try body($0) }
+        }
+    }
+
+    // MARK: Sending
+
+    /// Sends one message: returns once the connection's queue has accepted
+    /// it, first suspending (never blocking a thread) while the queue is
+    /// above its high-water mark.
+    ///
+    /// - Throws: ``TobyError/frameTooLarge(length:limit:prefix:)``,
+    ///   ``TobyError/closed`` after a close, the connection's error,
+    ///   ``TobyError/timedOut(_:)`` after `writeTimeout` without room (the
+    ///   message was not accepted), or `CancellationError`.
+    public func send(_ message: [UInt8]) async throws {
+        try await onLoop {
+            try await self.core.waitForOutput(.room)
+            try self.core.enqueueOnLoop(message)
+        }
+    }
+
+    /// Sends the UTF-8 bytes of `text` as one message.
+    public func send(_ text: String) async throws {
+        try await send(Array(text.utf8))
+    }
+
+    /// Sends several messages, in order, accepted together.
+    public func send(contentsOf messages: [[UInt8]]) async throws {
+        try await onLoop {
+            try await self.core.waitForOutput(.room)
+            for message in messages { try self.core.enqueueOnLoop(message) }
+        }
+    }
+
+    /// Sends every message of a batch, in order: in the connection's byte
+    /// order the batch's frames go out as they are, one retained array.
+    public func send(contentsOf batch: TobyBatch) async throws {
+        try await onLoop {
+            try await self.core.waitForOutput(.room)
+            if batch.byteOrder == self.configuration.byteOrder {
+                for index in batch.indices where batch[index].count > self.configuration.maxFrameLength {
+                    throw TobyError.frameTooLarge(
+                        length: UInt64(batch[index].count), limit: UInt64(self.configuration.maxFrameLength), prefix: [])
+                }
+                try self.core.enqueueFramedOnLoop(batch.frames)
+            } else {
+                for message in batch { try self.core.enqueueOnLoop(Array(message)) }
+            }
+        }
+    }
+
+    /// Waits until everything accepted so far has been handed to the kernel.
+    public func flush() async throws {
+        try await onLoop {
+            self.core.loop.flushDirty()
+            try await self.core.waitForOutput(.drained)
+        }
+    }
+
+    /// Sends everything accepted, then ends the stream; returns once the
+    /// queue has drained (or the connection failed: then it throws).
+    /// Reading goes on until the peer ends too, as for ``TobyConnection/close()``.
+    public func close() async throws {
+        try await onLoop {
+            guard !self.core.isClosed else { return }
+            self.core.close()
+            self.core.loop.flushDirty()
+            try await self.core.waitForOutput(.drained)
+        }
+    }
+
+    /// Drops everything queued and resets the connection. Safe from anywhere.
+    public func abort() {
+        core.abort()
+    }
+}
+
+extension TobyAsyncConnection {
+    /// The inbound messages (see ``TobyAsyncConnection/messages``).
+    public struct Messages: AsyncSequence, Sendable {
+        /// One message, a view of its batch's storage.
+        public typealias Element = ArraySlice<UInt8>
+        let connection: TobyAsyncConnection
+
+        /// Starts iterating; a second iterator at the same time throws
+        /// ``TobyError/alreadyReceiving`` from its first `next()`.
+        public func makeAsyncIterator() -> Iterator {
+            Iterator(connection: connection, claim: Claim(connection))
+        }
+
+        /// Iterates the messages.
+        public struct Iterator: AsyncIteratorProtocol {
+            let connection: TobyAsyncConnection
+            let claim: Claim
+
+            /// The next message, nil at the end of stream.
+            public mutating func next() async throws -> ArraySlice<UInt8>? {
+                guard claim.held else { throw TobyError.alreadyReceiving }
+                let connection = self.connection
+                return try await connection.onLoop { try await connection.nextMessageOnLoop() }
+            }
+        }
+    }
+
+    /// The inbound batches (see ``TobyAsyncConnection/batches``).
+    public struct Batches: AsyncSequence, Sendable {
+        /// Every complete message one read brought.
+        public typealias Element = TobyBatch
+        let connection: TobyAsyncConnection
+
+        /// Starts iterating; a second iterator at the same time throws
+        /// ``TobyError/alreadyReceiving`` from its first `next()`.
+        public func makeAsyncIterator() -> Iterator {
+            Iterator(connection: connection, claim: Claim(connection))
+        }
+
+        /// Iterates the batches.
+        public struct Iterator: AsyncIteratorProtocol {
+            let connection: TobyAsyncConnection
+            let claim: Claim
+
+            /// The next batch, nil at the end of stream.
+            public mutating func next() async throws -> TobyBatch? {
+                guard claim.held else { throw TobyError.alreadyReceiving }
+                let connection = self.connection
+                return try await connection.onLoop { try await connection.nextBatchOnLoop() }
+            }
+        }
+    }
+
+    /// The single-consumer right, held for an iterator's lifetime.
+    final class Claim: Sendable {
+        let connection: TobyAsyncConnection
+        let held: Bool
+
+        init(_ connection: TobyAsyncConnection) {
+            self.connection = connection
+            held = connection.claim()
+        }
+
+        deinit {
+            if held { connection.releaseClaim() }
+        }
+    }
+}
+
+extension TobyBatch {
+    /// The messages of `batch` from `index` on.
+    init(remainderOf batch: TobyBatch, from index: Int) {
+        let cut = batch.starts[index] - 8
+        frames = Array(batch.frames[cut...])
+        starts = batch.starts[index...].map { $0 - cut }
+        byteOrder = batch.byteOrder
+    }
+}
+
+/// The handler that connects a loop connection to its async side.
+struct AsyncBridge: TobyServerHandler {
+    let body: @Sendable (TobyAsyncConnection) async throws -> Void
+    let preferLoop: Bool
+    var connection: TobyAsyncConnection?
+
+    mutating func connectionOpened(_ core: TobyConnection) {
+        let connection = TobyAsyncConnection(core: core)
+        self.connection = connection
+        let body = self.body
+        Task(executorPreference: preferLoop ? core.loop : nil) {
+            do {
+                try await body(connection)
+                try await connection.close()
+            } catch {
+                // The body's own failure (or a connection error it let
+                // through) ends the connection; queued output still goes out.
+                try? await connection.close()
+            }
+        }
+    }
+
+    func received(_ messages: TobyMessages, on core: TobyConnection) {
+        connection?.loopReceived(messages)
+    }
+
+    func inputEnded(on core: TobyConnection) {
+        // The async side decides when to close (its task ends, or close()).
+        connection?.loopEnded(nil)
+    }
+
+    func connectionClosed(_ core: TobyConnection, error: TobyError?) {
+        connection?.loopEnded(error)
+    }
+}
+
+extension TobyServer {
+    /// Listens on a TCP address and serves each connection with an async
+    /// `body`, in a task of its own started on the connection's loop.
+    ///
+    /// ```swift
+    /// let server = try TobyServer.serve(port: 0) { connection in
+    ///     for try await batch in connection.batches {
+    ///         try await connection.send(contentsOf: batch)
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// When `body` returns (or throws), the connection is closed gracefully:
+    /// everything it sent goes out, then the stream ends.
+    ///
+    /// - Parameters:
+    ///   - preferLoopExecutor: run each connection's task with its loop as
+    ///     executor preference (default), so I/O resumes it on the loop's
+    ///     thread without a hop; false runs it on Swift's global pool.
+    ///   - body: Serves one connection.
+    /// - Throws: As ``listen(host:port:configuration:options:group:handler:)``.
+    public static func serve(
+        host: String = "127.0.0.1", port: Int, configuration: TobyConfiguration = .default,
+        options: Options = Options(), group: TobyEventLoopGroup? = nil, preferLoopExecutor: Bool = true,
+        _ body: @escaping @Sendable (TobyAsyncConnection) async throws -> Void
+    ) throws(TobyError) -> TobyServer {
+        try listen(host: host, port: port, configuration: configuration, options: options, group: group) { _ in
+            AsyncBridge(body: body, preferLoop: preferLoopExecutor, connection: nil)
+        }
+    }
+
+    /// Listens on a Unix domain socket and serves each connection with an
+    /// async `body` (see ``serve(host:port:configuration:options:group:preferLoopExecutor:_:)``).
+    public static func serve(
+        unixPath: String, configuration: TobyConfiguration = .default,
+        options: Options = Options(), group: TobyEventLoopGroup? = nil, preferLoopExecutor: Bool = true,
+        _ body: @escaping @Sendable (TobyAsyncConnection) async throws -> Void
+    ) throws(TobyError) -> TobyServer {
+        try listen(unixPath: unixPath, configuration: configuration, options: options, group: group) { _ in
+            AsyncBridge(body: body, preferLoop: preferLoopExecutor, connection: nil)
+        }
+    }
+}

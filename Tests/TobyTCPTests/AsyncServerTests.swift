@@ -1,0 +1,288 @@
+import CTobyFrame
+import Foundation
+import XCTest
+
+@testable import TobyTCP
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The async API on the event loops: server tasks, async connect, inbound
+/// sequences, sends that suspend, cancellation, single consumer.
+final class AsyncServerTests: XCTestCase {
+    private func makeGroup(_ threads: Int = 2) throws -> TobyEventLoopGroup {
+        let group = try TobyEventLoopGroup(threads: threads)
+        addTeardownBlock { group.shutdown() }
+        return group
+    }
+
+    private func asyncEchoServer(
+        group: TobyEventLoopGroup, _ configuration: TobyConfiguration = .default, preferLoop: Bool = true
+    ) throws -> TobyServer {
+        let server = try TobyServer.serve(port: 0, configuration: configuration, group: group, preferLoopExecutor: preferLoop) { connection in
+            for try await batch in connection.batches {
+                try await connection.send(contentsOf: batch)
+            }
+        }
+        addTeardownBlock { server.close() }
+        return server
+    }
+
+    func testAsyncEchoWithAndWithoutLoopPreference() async throws {
+        let group = try makeGroup()
+        for preferLoop in [true, false] {
+            let server = try asyncEchoServer(group: group, preferLoop: preferLoop)
+            let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port!, group: group)
+            let payloads = [0, 1, 100, 70_000, 1 << 20, 5].enumerated().map { pattern($0.element, seed: UInt64($0.offset)) }
+            try await client.send(contentsOf: payloads)
+            var got: [[UInt8]] = []
+            for try await message in client.messages {
+                got.append(Array(message))
+                if got.count == payloads.count { break }
+            }
+            XCTAssertEqual(got, payloads, "preferLoop \(preferLoop)")
+            try await client.close()
+            var more = 0
+            for try await _ in client.messages { more += 1 }
+            XCTAssertEqual(more, 0, "the server ends after the client's end")
+            server.close()
+        }
+    }
+
+    func testTaskRunsOnTheConnectionsLoopThread() async throws {
+        let group = try makeGroup(1)
+        let server = try TobyServer.serve(port: 0, group: group) { connection in
+            let onLoop = (connection.executor as? EventLoop)?.isCurrent ?? false
+            for try await message in connection.messages {
+                let stillOnLoop = (connection.executor as? EventLoop)?.isCurrent ?? false
+                try await connection.send(onLoop && stillOnLoop ? [1] : [0])
+                _ = message
+            }
+        }
+        defer { server.close() }
+        let client = try TobyMessenger.connect(host: "127.0.0.1", port: server.port!)
+        let receiver = try client.start()
+        for _ in 0..<20 {
+            try client.send([9])
+            XCTAssertEqual(try receiver.receive(), [1], "the task and its resumptions run on the loop thread")
+        }
+    }
+
+    func testTwoConcurrentConsumersGetAClearError() async throws {
+        let group = try makeGroup()
+        let server = try TobyServer.listen(port: 0, group: group) { _ in EchoHandler() }
+        defer { server.close() }
+        let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port!, group: group)
+        var first = client.messages.makeAsyncIterator()
+        var second = client.batches.makeAsyncIterator()
+        do {
+            _ = try await second.next()
+            XCTFail("the second consumer must not be served")
+        } catch let error as TobyError {
+            XCTAssertEqual(error, .alreadyReceiving)
+        }
+        try await client.send([7])
+        let message = try await first.next()
+        XCTAssertEqual(message.map { Array($0) }, [7], "the first consumer is unaffected")
+        try await client.close()
+    }
+
+    func testCancellingAWaitingReceiveIsNotTheEndOfStream() async throws {
+        let group = try makeGroup()
+        let server = try TobyServer.listen(port: 0, group: group) { _ in EchoHandler() }
+        defer { server.close() }
+        let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port!, group: group)
+        let waiting = Task {
+            for try await _ in client.messages { return "message" }
+            return "end of stream"
+        }
+        try await Task.sleep(for: .milliseconds(50))  // let it suspend (the outcome does not depend on it)
+        waiting.cancel()
+        do {
+            let outcome = try await waiting.value
+            XCTFail("got \(outcome) instead of a cancellation")
+        } catch {
+            XCTAssertTrue(error is CancellationError, "\(error)")
+        }
+        // The connection still works, and a new consumer may iterate.
+        try await client.send([3])
+        var iterator = client.messages.makeAsyncIterator()
+        let echoed = try await iterator.next()
+        XCTAssertEqual(echoed.map { Array($0) }, [3])
+    }
+
+    /// A peer that never reads: sends suspend above the high-water mark
+    /// (no thread blocks: an unrelated task still runs at once), a
+    /// writeTimeout ends the wait, and cancellation does too.
+    func testSendSuspendsAboveHighWaterAndTimesOut() async throws {
+        let group = try makeGroup()
+        let listener = try TobyListener(port: 0)
+        defer { listener.close() }
+        var configuration = TobyConfiguration()
+        configuration.writeTimeout = .milliseconds(300)
+        let client = try await TobyAsyncConnection.connect(
+            host: "127.0.0.1", port: listener.port, configuration: configuration, group: group)
+        let silent = try listener.accept()  // never reads
+        _ = silent
+        let big = [UInt8](repeating: 1, count: 1 << 20)
+        var accepted = 0
+        var timedOut = false
+        let started = ContinuousClock.now
+        while ContinuousClock.now - started < .seconds(20) {
+            do {
+                try await client.send(big)
+                accepted += 1
+            } catch let error as TobyError {
+                XCTAssertEqual(error, .timedOut(.milliseconds(300)))
+                timedOut = true
+                break
+            }
+        }
+        XCTAssertTrue(timedOut, "a send waiting for room times out")
+        XCTAssertLessThan(accepted, 64, "the queue is bounded: \(accepted) MiB accepted")
+        // Meanwhile no thread of the pool is blocked.
+        let t0 = ContinuousClock.now
+        let ran = await Task.detached { ContinuousClock.now }.value
+        XCTAssertLessThan(ran - t0, .milliseconds(100))
+        // A send waiting for room is cancelled cleanly.
+        let sender = Task { try await client.send(big) }
+        try await Task.sleep(for: .milliseconds(50))
+        sender.cancel()
+        do {
+            try await sender.value
+        } catch {
+            XCTAssertTrue(error is CancellationError || (error as? TobyError) == .timedOut(.milliseconds(300)), "\(error)")
+        }
+        client.abort()
+    }
+
+    func testGracefulCloseDrainsEveryAcceptedMessage() async throws {
+        let group = try makeGroup()
+        let events = ServerEvents()
+        let server = try TobyServer.listen(port: 0, group: group) { _ in RecordingHandler(events: events) }
+        defer { server.close() }
+        let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port!, group: group)
+        let payloads = (0..<5000).map { pattern(1 + $0 % 200, seed: UInt64($0)) }
+        for payload in payloads { try await client.send(payload) }
+        try await client.close()
+        XCTAssertTrue(events.waitForClosures(1))
+        XCTAssertEqual(events.received, payloads)
+        XCTAssertNil(events.closed[0])
+    }
+
+    func testConnectFailuresAndCancellation() async throws {
+        let group = try makeGroup()
+        // A port nobody listens on.
+        let unused = try TobyListener(port: 0)
+        let port = unused.port
+        unused.close()
+        do {
+            _ = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: port, group: group)
+            XCTFail("connected to a closed port")
+        } catch let error as TobyError {
+            guard case .system(_, let code) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(code, ECONNREFUSED)
+        }
+        do {
+            _ = try await TobyAsyncConnection.connect(host: "no-such-host.invalid", port: 1, group: group)
+            XCTFail("resolved an invalid name")
+        } catch let error as TobyError {
+            guard case .unresolvableHost = error else { return XCTFail("\(error)") }
+        }
+        // A connect that cannot complete (a full backlog on a listener that
+        // never accepts, SYNs dropped) ends with the timeout, or with the
+        // task's cancellation.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        listen(fd, 0)
+        defer { close(fd) }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &length) } }
+        let fullPort = Int(UInt16(bigEndian: address.sin_port))
+        var fillers: [RawPeer] = []
+        for _ in 0..<4 {
+            var filler: Int32 = -1
+            let flags = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            filler = flags
+            withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = connect(filler, $0, length) } }
+            fillers.append(RawPeer(fd: filler))
+        }
+        let attempt = Task {
+            try await TobyAsyncConnection.connect(host: "127.0.0.1", port: fullPort, group: group, timeout: .seconds(30))
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        attempt.cancel()
+        do {
+            let connection = try await attempt.value
+            connection.abort()
+            XCTFail("the connect into a full backlog completed")
+        } catch {
+            XCTAssertTrue(error is CancellationError, "\(error)")
+        }
+        let timed = Task {
+            try await TobyAsyncConnection.connect(host: "127.0.0.1", port: fullPort, group: group, timeout: .milliseconds(200))
+        }
+        do {
+            let connection = try await timed.value
+            connection.abort()
+            XCTFail("the connect into a full backlog completed")
+        } catch let error as TobyError {
+            XCTAssertEqual(error, .timedOut(.milliseconds(200)))
+        }
+    }
+
+    func testThousandIdleConnectionsInATaskGroup() async throws {
+        _ = raiseDescriptorLimit()
+        let group = try makeGroup()
+        let server = try asyncEchoServer(group: group)
+        let port = server.port!
+        let connections = try await withThrowingTaskGroup(of: TobyAsyncConnection.self) { tasks in
+            for _ in 0..<1000 {
+                tasks.addTask { try await TobyAsyncConnection.connect(host: "127.0.0.1", port: port, group: group) }
+            }
+            var all: [TobyAsyncConnection] = []
+            for try await connection in tasks { all.append(connection) }
+            return all
+        }
+        XCTAssertTrue(ServerEvents().wait { server.connectionCount == 1000 })
+        // All idle, every one still answers.
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for (i, connection) in connections.enumerated() {
+                tasks.addTask {
+                    try await connection.send([UInt8(i & 0xff)])
+                    var iterator = connection.messages.makeAsyncIterator()
+                    let reply = try await iterator.next()
+                    XCTAssertEqual(reply.map { Array($0) }, [UInt8(i & 0xff)])
+                    try await connection.close()
+                }
+            }
+            try await tasks.waitForAll()
+        }
+    }
+
+    func testBorrowingReceiveAndErrorsAfterCompleteMessages() async throws {
+        let group = try makeGroup()
+        let listener = try TobyListener(port: 0)
+        defer { listener.close() }
+        let client = try await TobyAsyncConnection.connect(
+            host: "127.0.0.1", port: listener.port, configuration: try TobyConfiguration(maxFrameLength: 10), group: group)
+        let peer = try listener.accept()
+        let raw = peer.socket.fd
+        let bytes = frame([1, 2, 3]) + TobyProtocol.prefix(length: 11)
+        _ = bytes.withUnsafeBytes { send(raw, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        let sum = try await client.withNextMessage { $0.reduce(0) { $0 + Int($1) } }
+        XCTAssertEqual(sum, 6)
+        do {
+            _ = try await client.withNextMessage { $0.count }
+            XCTFail("the oversized prefix must end the stream")
+        } catch let error as TobyError {
+            guard case .frameTooLarge(let length, let limit, _) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(length, 11)
+            XCTAssertEqual(limit, 10)
+        }
+    }
+}
