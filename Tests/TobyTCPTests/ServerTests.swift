@@ -286,8 +286,10 @@ final class ServerTests: XCTestCase {
         let baseline = residentBytes()
         let stop = ServerEvents()
         let blocked = ServerEvents()  // one entry per hog the server stopped reading
+        let exited = ServerEvents()   // one entry per writer thread that ended
         let writers = hogs.map { hog in
             Thread {
+                defer { exited.close(nil) }
                 var tv = timeval(tv_sec: 0, tv_usec: 100_000)
                 setsockopt(hog.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
                 let bytes = frame(big)
@@ -326,7 +328,7 @@ final class ServerTests: XCTestCase {
         let grown = residentBytes() - baseline
         stop.close(nil)
         for hog in hogs { shutdown(hog.fd, Int32(SHUT_RDWR)) }
-        XCTAssertTrue(ServerEvents().wait { writers.allSatisfy { $0.isFinished } })
+        XCTAssertTrue(exited.waitForClosures(hogs.count), "the writers ended")
         hogs.forEach { $0.reset() }
         // Each hog costs at most: one frame being read + output to the
         // high-water mark + a frame's echo over it + the ring.
