@@ -21,8 +21,11 @@ struct EchoCommand: ParsableCommand {
             --api handler (the default) serves every connection on event loops, \
             --threads of them (default: one per core), with the loop-thread handler \
             API: each read's messages are echoed straight from the receive ring, \
-            in one sendmsg. --api blocking serves each connection on a thread of its \
-            own with the blocking TobyMessenger API.
+            in one sendmsg. --api async serves each connection with a task of its \
+            own on those loops (TobyServer.serve: for try await batch in \
+            connection.batches { try await connection.send(contentsOf: batch) }). \
+            --api blocking serves each connection on a thread of its own with the \
+            blocking TobyMessenger API.
 
             A misbehaving peer (a frame over --max-frame, a reset, a frame cut short) \
             loses its own connection only; one line about it goes to stderr.
@@ -32,12 +35,14 @@ struct EchoCommand: ParsableCommand {
               toby echo --port 0 --host ::
               toby echo --unix /tmp/toby.sock --byte-order big --max-frame 1M
               toby echo --port 0 --threads 4
+              toby echo --port 0 --api async
               toby echo --port 0 --api blocking
             """)
 
     /// Which of the library's server APIs serves the connections.
     enum API: String, ExpressibleByArgument, CaseIterable {
         case handler
+        case async
         case blocking
     }
 
@@ -45,7 +50,7 @@ struct EchoCommand: ParsableCommand {
     @OptionGroup(title: "Framing") var framing: FramingOptions
 
     @Option(help: ArgumentHelp(
-        "Server API: handler (event loops, the default) or blocking (a thread per connection).",
+        "Server API: handler (event loops, the default), async (a task per connection on the loops) or blocking (a thread per connection).",
         valueName: "api"))
     var api: API = .handler
 
@@ -57,8 +62,8 @@ struct EchoCommand: ParsableCommand {
         if let threads, !(1...1024).contains(threads) {
             throw ValidationError("--threads must be in 1...1024 (got \(threads)).")
         }
-        if threads != nil && api != .handler {
-            throw ValidationError("--threads applies to --api handler only.")
+        if threads != nil && api == .blocking {
+            throw ValidationError("--threads applies to --api handler and async only.")
         }
     }
 
@@ -66,8 +71,21 @@ struct EchoCommand: ParsableCommand {
         switch api {
         case .handler:
             try Server.runOnLoops(endpoint: endpoint, framing: framing, threads: threads) { _ in LoopEcho() }
+        case .async:
+            try Server.runOnLoops(endpoint: endpoint, framing: framing, threads: threads, serve: EchoCommand.echo)
         case .blocking:
             try Server.run(endpoint: endpoint, framing: framing, handle: EchoCommand.echo)
+        }
+    }
+
+    /// The async echo: one task per connection, on its loop.
+    @Sendable static func echo(_ connection: TobyAsyncConnection) async throws {
+        do {
+            for try await batch in connection.batches {
+                try await connection.send(contentsOf: batch)
+            }
+        } catch let error as TobyError {
+            Output.error("\(connection.peer): \(error)")
         }
     }
 

@@ -63,18 +63,41 @@ extension Server {
         endpoint: EndpointOptions, framing: FramingOptions, threads: Int?,
         handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
     ) throws -> Never {
+        try runOnLoops(endpoint: endpoint, framing: framing, threads: threads) { configuration, group throws(TobyError) in
+            if let unixPath = endpoint.unixPath {
+                return try TobyServer.listen(unixPath: unixPath, configuration: configuration, group: group, handler: handler)
+            }
+            return try TobyServer.listen(
+                host: endpoint.host ?? "127.0.0.1", port: endpoint.port ?? 0,
+                configuration: configuration, group: group, handler: handler)
+        }
+    }
+
+    /// As above, serving each connection with an async task on its loop.
+    static func runOnLoops(
+        endpoint: EndpointOptions, framing: FramingOptions, threads: Int?,
+        serve body: @escaping @Sendable (TobyAsyncConnection) async throws -> Void
+    ) throws -> Never {
+        try runOnLoops(endpoint: endpoint, framing: framing, threads: threads) { configuration, group throws(TobyError) in
+            if let unixPath = endpoint.unixPath {
+                return try TobyServer.serve(unixPath: unixPath, configuration: configuration, group: group, body)
+            }
+            return try TobyServer.serve(
+                host: endpoint.host ?? "127.0.0.1", port: endpoint.port ?? 0,
+                configuration: configuration, group: group, body)
+        }
+    }
+
+    private static func runOnLoops(
+        endpoint: EndpointOptions, framing: FramingOptions, threads: Int?,
+        start: (TobyConfiguration, TobyEventLoopGroup) throws(TobyError) -> TobyServer
+    ) throws -> Never {
         let signals = try SignalPipe(catching: [SIGINT, SIGTERM])
         let server: TobyServer
         do {
             let configuration = try framing.configuration()
             let group = try TobyEventLoopGroup(threads: threads ?? TobyEventLoopGroup.coreCount)
-            if let unixPath = endpoint.unixPath {
-                server = try TobyServer.listen(unixPath: unixPath, configuration: configuration, group: group, handler: handler)
-            } else {
-                server = try TobyServer.listen(
-                    host: endpoint.host ?? "127.0.0.1", port: endpoint.port ?? 0,
-                    configuration: configuration, group: group, handler: handler)
-            }
+            server = try start(configuration, group)
         } catch {
             Output.error(error.description)
             throw ExitCode.failure

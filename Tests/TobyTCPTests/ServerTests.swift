@@ -66,6 +66,21 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(got, payloads.count)
     }
 
+    /// A read of the default 64 KiB ring full of tiny frames: thousands of
+    /// messages in one batch (more than the batch array starts with).
+    func testThousandsOfTinyFramesInOneRead() throws {
+        let server = try echoServer()
+        defer { server.close() }
+        let peer = try connectRaw(port: server.port!)
+        peer.setReceiveTimeout(seconds: 10)
+        let payloads = (0..<30_000).map { $0 % 3 == 0 ? [] : [UInt8($0 & 0xff)] }
+        peer.write(payloads.flatMap { frame($0) })
+        for (i, payload) in payloads.enumerated() {
+            guard let echoed = peer.readFrame() else { return XCTFail("stream ended at \(i)") }
+            if echoed != payload { return XCTFail("message \(i): \(echoed) != \(payload)") }
+        }
+    }
+
     /// Every split point of a two-frame stream, written in two pieces.
     func testEverySplitPointOfTwoFrames() throws {
         let server = try echoServer()

@@ -74,6 +74,27 @@ final class TobyToolTests: XCTestCase {
         XCTAssertTrue(result.stdout == input, "replies differ from what was sent")
     }
 
+    /// Every server API echoes the same pipelined stream, in order, with an
+    /// empty message and one larger than the ring; the bad flag is refused.
+    func testEveryServerAPIEchoes() throws {
+        var lines = (0..<2000).map { "message \($0)" }
+        lines.insert(String(repeating: "y", count: 100_000), at: 700)
+        lines.insert("", at: 5)
+        let input = lines.joined(separator: "\n") + "\n"
+        for api in ["handler", "async", "blocking"] {
+            let (server, port) = try echoServer(["--api", api])
+            let result = try run(["send", "--port", port, "--replies", String(lines.count)], input: input)
+            XCTAssertEqual(result.stderr, "", api)
+            XCTAssertEqual(result.status, 0, api)
+            XCTAssertTrue(result.stdout == input, "\(api): replies differ from what was sent")
+            server.signal(SIGTERM)
+            XCTAssertEqual(try server.waitForExit().status, 0, api)
+        }
+        let bad = try run(["echo", "--port", "0", "--api", "blocking", "--threads", "2"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("--threads"), bad.stderr)
+    }
+
     func testManyClientsAtOnce() throws {
         let (server, port) = try echoServer()
         // A connection that stays open and idle does not hold the others up.

@@ -302,12 +302,14 @@ final class EventLoop: @unchecked Sendable {
         return pool
     }
 
-    /// Room for at least `count` messages in the batch array.
+    /// Room for at least `count` messages in the batch array, keeping the
+    /// first `count - 1` (those already collected).
     func reserveBatch(_ count: Int) {
         guard count > batchCapacity else { return }
         var capacity = batchCapacity
         while capacity < count { capacity *= 2 }
         let grown = UnsafeMutablePointer<TobyMessage>.allocate(capacity: capacity)
+        grown.moveInitialize(from: batch, count: min(count - 1, batchCapacity))
         batch.deallocate()
         batch = grown
         batchCapacity = capacity
