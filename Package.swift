@@ -7,13 +7,16 @@ import PackageDescription
 // declare there.) The `RawSpan` receive needs a Swift 6.2 compiler or newer.
 //
 // The `TobyTCP` library product depends on nothing but the Swift toolchain and
-// libc. The other packages below serve only the `toby` tool and the
-// `benchmarks` executable; SwiftPM never links them into a service that
-// depends on the library.
+// libc. The other packages below serve only the `toby` tool, the `benchmarks`
+// executable and the separate `TobyTCPServiceLifecycle` product; SwiftPM never
+// links them into a service that depends on the `TobyTCP` library alone.
 let package = Package(
     name: "TobyTCP",
     products: [
         .library(name: "TobyTCP", targets: ["TobyTCP"]),
+        // A swift-service-lifecycle `Service` for TobyServer; a product of its
+        // own so that the `TobyTCP` library still depends on nothing.
+        .library(name: "TobyTCPServiceLifecycle", targets: ["TobyTCPServiceLifecycle"]),
         .executable(name: "toby", targets: ["toby"]),
     ],
     dependencies: [
@@ -21,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         // `swift package generate-documentation --target TobyTCP` (a command
         // plugin: nothing of it is linked into anything).
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
@@ -30,6 +34,11 @@ let package = Package(
         .target(name: "CTobyFrame"),
         // Swift API: messenger, receiver, listener, configuration, errors.
         .target(name: "TobyTCP", dependencies: ["CTobyFrame"]),
+        // TobyServer as a swift-service-lifecycle Service (graceful shutdown).
+        .target(
+            name: "TobyTCPServiceLifecycle",
+            dependencies: ["TobyTCP", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
+        ),
         // Command-line tool built on the public API only.
         .executableTarget(
             name: "toby",
@@ -55,6 +64,13 @@ let package = Package(
         .executableTarget(name: "QuickStart", dependencies: ["TobyTCP"], path: "Examples/QuickStart"),
         .testTarget(name: "CTobyFrameTests", dependencies: ["CTobyFrame"]),
         .testTarget(name: "TobyTCPTests", dependencies: ["TobyTCP", "CTobyFrame"]),
+        .testTarget(
+            name: "TobyTCPServiceLifecycleTests",
+            dependencies: [
+                "TobyTCPServiceLifecycle", "TobyTCP",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // Runs the built `toby` and `QuickStart` binaries as subprocesses
         // (found next to the test bundle).
         .testTarget(name: "TobyToolTests", path: "Tests/TobyToolTests"),

@@ -65,6 +65,8 @@ public final class TobyServer: Sendable {
     private let ownsGroup: Bool
     private let closeLock = ConditionLock()
     nonisolated(unsafe) private var closed = false  // guarded by closeLock
+    nonisolated(unsafe) private var finished = false  // guarded by closeLock
+    nonisolated(unsafe) private var closeWaiters: [CheckedContinuation<Void, Never>] = []  // guarded by closeLock
 
     /// Listens on a TCP address and starts serving.
     ///
@@ -229,6 +231,42 @@ public final class TobyServer: Sendable {
         if ownsGroup { group.shutdown() }
         _ = Glibc.close(core.listenFD)
         if let unixPath = core.unixPath { _ = unlink(unixPath) }
+        let waiters = closeLock.withLock {
+            finished = true
+            let waiters = closeWaiters
+            closeWaiters.removeAll()
+            return waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// ``close(gracePeriod:)`` for async code: the waiting happens on a
+    /// thread of its own, so no thread of Swift's pool is blocked.
+    public func shutdown(gracePeriod: Duration = .seconds(5)) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            do {
+                try Threads.spawn(stackSize: 256 << 10) {
+                    self.close(gracePeriod: gracePeriod)
+                    continuation.resume()
+                }
+            } catch {
+                // No thread to be had: close here rather than not at all.
+                self.close(gracePeriod: gracePeriod)
+                continuation.resume()
+            }
+        }
+    }
+
+    /// Suspends until the server has been closed (by anyone).
+    public func waitUntilClosed() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = closeLock.withLock {
+                if finished { return true }
+                closeWaiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
     }
 
     /// Removes the listener from every loop and waits until each has done so.
