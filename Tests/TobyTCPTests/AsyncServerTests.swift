@@ -157,6 +157,56 @@ final class AsyncServerTests: XCTestCase {
         client.abort()
     }
 
+    /// cores + 2 clients send 1 MiB frames to an async echo server and never
+    /// read: a fresh client's 1,000 round trips finish, an unrelated task
+    /// runs within 100 ms, and the server's memory stays bounded.
+    func testNonReadingClientsDoNotStallTheAsyncServer() async throws {
+        let group = try makeGroup()
+        let server = try asyncEchoServer(group: group)
+        let hogCount = TobyEventLoopGroup.coreCount + 2
+        let hogs = (0..<hogCount).map { _ in try! connectRaw(port: server.port!) }
+        let baseline = residentBytes()
+        let stop = ServerEvents()
+        let exited = ServerEvents()
+        let big = frame(pattern(1 << 20, seed: 6))
+        for hog in hogs {
+            Thread {
+                defer { exited.close(nil) }
+                var tv = timeval(tv_sec: 0, tv_usec: 100_000)
+                setsockopt(hog.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+                while stop.closed.isEmpty {
+                    var offset = 0
+                    while offset < big.count && stop.closed.isEmpty {
+                        let n = big[offset...].withUnsafeBytes { send(hog.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                        if n > 0 { offset += n } else if errno != EAGAIN && errno != EINTR { return }
+                    }
+                }
+            }.start()
+        }
+        let fresh = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port!, group: group)
+        var replies = fresh.messages.makeAsyncIterator()
+        let start = ContinuousClock.now
+        for i in 0..<1000 {
+            try await fresh.send([UInt8(i & 0xff)])
+            let reply = try await replies.next()
+            XCTAssertEqual(reply.map { Array($0) }, [UInt8(i & 0xff)])
+        }
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(20), "1,000 round trips beside the hogs")
+        let t0 = ContinuousClock.now
+        let ran = await Task.detached { ContinuousClock.now }.value
+        XCTAssertLessThan(ran - t0, .milliseconds(100), "an unrelated task ran at once")
+        let grown = residentBytes() - baseline
+        stop.close(nil)
+        for hog in hogs { shutdown(hog.fd, Int32(SHUT_RDWR)) }
+        XCTAssertTrue(exited.waitForClosures(hogs.count))
+        hogs.forEach { $0.reset() }
+        // Per hog: the inbox bound + one frame being read + output to the
+        // high-water mark + a frame over it + the ring.
+        let perHog = (256 << 10) + 2 * (1 << 20) + (1 << 20) + (1 << 20) + (64 << 10)
+        XCTAssertLessThan(grown, hogCount * perHog + (16 << 20), "server memory grew by \(grown) bytes")
+        try await fresh.close()
+    }
+
     func testGracefulCloseDrainsEveryAcceptedMessage() async throws {
         let group = try makeGroup()
         let events = ServerEvents()
