@@ -16,7 +16,7 @@ final class TobyServerServiceTests: XCTestCase {
             try await connection.send(contentsOf: payloads)
             for try await _ in connection.messages {}
         }
-        let port = server.port!
+        let port = server.port
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let services = ServiceGroup(services: [TobyServerService(server: server)], logger: logger)
@@ -42,7 +42,7 @@ final class TobyServerServiceTests: XCTestCase {
         let running = Task { try await service.run() }
         running.cancel()
         try await running.value
-        XCTAssertThrowsError(try TobyMessenger.connect(host: "127.0.0.1", port: server.port!))
+        XCTAssertThrowsError(try TobyMessenger.connect(host: "127.0.0.1", port: server.port))
     }
 }
 

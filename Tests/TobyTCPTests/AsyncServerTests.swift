@@ -33,7 +33,7 @@ final class AsyncServerTests: XCTestCase {
         let group = try makeGroup()
         for preferLoop in [true, false] {
             let server = try asyncEchoServer(group: group, preferLoop: preferLoop)
-            let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port!, group: group)
+            let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port, group: group)
             let payloads = [0, 1, 100, 70_000, 1 << 20, 5].enumerated().map { pattern($0.element, seed: UInt64($0.offset)) }
             try await client.send(contentsOf: payloads)
             var got: [[UInt8]] = []
@@ -61,7 +61,7 @@ final class AsyncServerTests: XCTestCase {
             }
         }
         defer { server.close() }
-        let client = try TobyMessenger.connect(host: "127.0.0.1", port: server.port!)
+        let client = try TobyMessenger.connect(host: "127.0.0.1", port: server.port)
         let receiver = try client.start()
         for _ in 0..<20 {
             try client.send([9])
@@ -73,7 +73,7 @@ final class AsyncServerTests: XCTestCase {
         let group = try makeGroup()
         let server = try TobyServer.listen(port: 0, group: group) { _ in EchoHandler() }
         defer { server.close() }
-        let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port!, group: group)
+        let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port, group: group)
         var first = client.messages.makeAsyncIterator()
         var second = client.batches.makeAsyncIterator()
         do {
@@ -92,7 +92,7 @@ final class AsyncServerTests: XCTestCase {
         let group = try makeGroup()
         let server = try TobyServer.listen(port: 0, group: group) { _ in EchoHandler() }
         defer { server.close() }
-        let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port!, group: group)
+        let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port, group: group)
         let waiting = Task {
             for try await _ in client.messages { return "message" }
             return "end of stream"
@@ -164,7 +164,7 @@ final class AsyncServerTests: XCTestCase {
         let group = try makeGroup()
         let server = try asyncEchoServer(group: group)
         let hogCount = TobyEventLoopGroup.coreCount + 2
-        let hogs = (0..<hogCount).map { _ in try! connectRaw(port: server.port!) }
+        let hogs = (0..<hogCount).map { _ in try! connectRaw(port: server.port) }
         let baseline = residentBytes()
         let stop = ServerEvents()
         let exited = ServerEvents()
@@ -183,7 +183,7 @@ final class AsyncServerTests: XCTestCase {
                 }
             }.start()
         }
-        let fresh = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port!, group: group)
+        let fresh = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port, group: group)
         var replies = fresh.messages.makeAsyncIterator()
         let start = ContinuousClock.now
         for i in 0..<1000 {
@@ -212,7 +212,7 @@ final class AsyncServerTests: XCTestCase {
         let events = ServerEvents()
         let server = try TobyServer.listen(port: 0, group: group) { _ in RecordingHandler(events: events) }
         defer { server.close() }
-        let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port!, group: group)
+        let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port, group: group)
         let payloads = (0..<5000).map { pattern(1 + $0 % 200, seed: UInt64($0)) }
         for payload in payloads { try await client.send(payload) }
         try await client.close()
@@ -289,7 +289,7 @@ final class AsyncServerTests: XCTestCase {
         _ = raiseDescriptorLimit()
         let group = try makeGroup()
         let server = try asyncEchoServer(group: group)
-        let port = server.port!
+        let port = server.port
         let connections = try await withThrowingTaskGroup(of: TobyAsyncConnection.self) { tasks in
             for _ in 0..<1000 {
                 tasks.addTask { try await TobyAsyncConnection.connect(host: "127.0.0.1", port: port, group: group) }

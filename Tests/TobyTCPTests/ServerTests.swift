@@ -35,7 +35,7 @@ final class ServerTests: XCTestCase {
     func testEchoOfEverySizeAroundTheRingAndDirectFrames() throws {
         let server = try echoServer()
         defer { server.close() }
-        let client = try TobyMessenger.connect(host: "127.0.0.1", port: server.port!)
+        let client = try TobyMessenger.connect(host: "127.0.0.1", port: server.port)
         let receiver = try client.start()
         let sizes = [0, 1, 7, 8, 9, 100, 4096, 65_519, 65_520, 65_527, 65_528, 65_529, 70_000, 200_000, 1 << 20, 3]
         let payloads = sizes.enumerated().map { pattern($0.element, seed: UInt64($0.offset)) }
@@ -52,7 +52,7 @@ final class ServerTests: XCTestCase {
     func testPipelinedSmallFramesWrapTheRingInOrder() throws {
         let server = try echoServer(try TobyConfiguration(ringCapacity: 256))
         defer { server.close() }
-        let client = try TobyMessenger.connect(host: "127.0.0.1", port: server.port!)
+        let client = try TobyMessenger.connect(host: "127.0.0.1", port: server.port)
         let receiver = try client.start()
         var rng = SplitMix64(state: 9)
         let payloads = (0..<10_000).map { i in pattern(Int(rng.next() % 120), seed: UInt64(i)) }
@@ -71,7 +71,7 @@ final class ServerTests: XCTestCase {
     func testThousandsOfTinyFramesInOneRead() throws {
         let server = try echoServer()
         defer { server.close() }
-        let peer = try connectRaw(port: server.port!)
+        let peer = try connectRaw(port: server.port)
         peer.setReceiveTimeout(seconds: 10)
         let payloads = (0..<30_000).map { $0 % 3 == 0 ? [] : [UInt8($0 & 0xff)] }
         peer.write(payloads.flatMap { frame($0) })
@@ -89,7 +89,7 @@ final class ServerTests: XCTestCase {
         let second = pattern(5, seed: 2)
         let stream = frame(first) + frame(second)
         for split in 0...stream.count {
-            let peer = try connectRaw(port: server.port!)
+            let peer = try connectRaw(port: server.port)
             peer.setReceiveTimeout(seconds: 10)
             peer.write(Array(stream[..<split]))
             peer.write(Array(stream[split...]))
@@ -104,7 +104,7 @@ final class ServerTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(connections, 500, "descriptor limit \(limit) too low for this test")
         let server = try echoServer(options: .init(backlog: 4096))
         // Warm up once-per-process descriptors before counting.
-        let warm = try connectRaw(port: server.port!)
+        let warm = try connectRaw(port: server.port)
         warm.write(frame([1]))
         XCTAssertEqual(warm.readFrame(), [1])
         warm.closeNow()
@@ -115,7 +115,7 @@ final class ServerTests: XCTestCase {
         onThreads(threads) { t in
             var peers: [RawPeer] = []
             for c in stride(from: t, to: connections, by: threads) {
-                guard let peer = try? connectRaw(port: server.port!) else {
+                guard let peer = try? connectRaw(port: server.port) else {
                     failures.close(.closed)
                     return
                 }
@@ -149,7 +149,7 @@ final class ServerTests: XCTestCase {
         let events = ServerEvents()
         let server = try recordingServer(events, echo: true, try TobyConfiguration(maxFrameLength: 100))
         defer { server.close() }
-        let peer = try connectRaw(port: server.port!)
+        let peer = try connectRaw(port: server.port)
         peer.setReceiveTimeout(seconds: 10)
         peer.write(frame([1]) + frame([2, 2]) + TobyProtocol.prefix(length: 101) + [0, 0])
         XCTAssertEqual(peer.readFrame(), [1])
@@ -164,7 +164,7 @@ final class ServerTests: XCTestCase {
         let events = ServerEvents()
         let server = try recordingServer(events, echo: true)
         defer { server.close() }
-        let peer = try connectRaw(port: server.port!)
+        let peer = try connectRaw(port: server.port)
         peer.setReceiveTimeout(seconds: 10)
         peer.write(frame([7, 7, 7]) + TobyProtocol.prefix(length: 10) + [1, 2, 3])
         peer.shutdownWrite()
@@ -180,7 +180,7 @@ final class ServerTests: XCTestCase {
         let events = ServerEvents()
         let server = try recordingServer(events)
         defer { server.close() }
-        let peer = try connectRaw(port: server.port!)
+        let peer = try connectRaw(port: server.port)
         peer.write(frame([1]) + frame([2]))
         XCTAssertTrue(events.waitForMessages(2))
         peer.reset()
@@ -193,7 +193,7 @@ final class ServerTests: XCTestCase {
         let events = ServerEvents()
         let server = try recordingServer(events)
         defer { server.close() }
-        let peer = try connectRaw(port: server.port!)
+        let peer = try connectRaw(port: server.port)
         peer.write(frame([1, 2, 3]))
         peer.shutdownWrite()
         XCTAssertTrue(events.waitForClosures(1))
@@ -209,7 +209,7 @@ final class ServerTests: XCTestCase {
         let events = ServerEvents()
         let server = try recordingServer(events)
         defer { server.close() }
-        let client = try TobyMessenger.connect(host: "127.0.0.1", port: server.port!)
+        let client = try TobyMessenger.connect(host: "127.0.0.1", port: server.port)
         let receiver = try client.start()
         XCTAssertTrue(events.waitForConnections(1))
         let connection = events.connections[0]
@@ -235,7 +235,7 @@ final class ServerTests: XCTestCase {
         let events = ServerEvents()
         let server = try recordingServer(events)
         defer { server.close() }
-        let client = try TobyMessenger.connect(host: "127.0.0.1", port: server.port!)
+        let client = try TobyMessenger.connect(host: "127.0.0.1", port: server.port)
         let receiver = try client.start()
         XCTAssertTrue(events.waitForConnections(1))
         let connection = events.connections[0]
@@ -258,7 +258,7 @@ final class ServerTests: XCTestCase {
         let events = ServerEvents()
         let server = try recordingServer(events)
         defer { server.close() }
-        let peer = try connectRaw(port: server.port!)
+        let peer = try connectRaw(port: server.port)
         peer.setReceiveTimeout(seconds: 10)
         XCTAssertTrue(events.waitForConnections(1))
         events.connections[0].abort()
@@ -272,10 +272,10 @@ final class ServerTests: XCTestCase {
         let events = ServerEvents()
         let server = try recordingServer(events, echo: true, try TobyConfiguration(readTimeout: .milliseconds(300)))
         defer { server.close() }
-        let loris = try connectRaw(port: server.port!)
+        let loris = try connectRaw(port: server.port)
         loris.setReceiveTimeout(seconds: 10)
         loris.write(TobyProtocol.prefix(length: 100) + [1, 2, 3])
-        let busy = try connectRaw(port: server.port!)
+        let busy = try connectRaw(port: server.port)
         busy.setReceiveTimeout(seconds: 10)
         let start = monotonicNanoseconds()
         while monotonicNanoseconds() - start < 600_000_000 {
@@ -297,7 +297,7 @@ final class ServerTests: XCTestCase {
         let server = try echoServer(options: .init(writeHighWaterMark: highWater, writeLowWaterMark: highWater / 4))
         defer { server.close() }
         let big = pattern(1 << 20, seed: 5)
-        let hogs = (0..<4).map { _ in try! connectRaw(port: server.port!) }
+        let hogs = (0..<4).map { _ in try! connectRaw(port: server.port) }
         let baseline = residentBytes()
         let stop = ServerEvents()
         let blocked = ServerEvents()  // one entry per hog the server stopped reading
@@ -327,7 +327,7 @@ final class ServerTests: XCTestCase {
             }
         }
         writers.forEach { $0.start() }
-        let fresh = try connectRaw(port: server.port!)
+        let fresh = try connectRaw(port: server.port)
         fresh.setReceiveTimeout(seconds: 10)
         var worst: UInt64 = 0
         var trips = 0
@@ -357,7 +357,7 @@ final class ServerTests: XCTestCase {
     func testBackPressurePausesAndResumesWithoutLoss() throws {
         let server = try echoServer(options: .init(writeHighWaterMark: 64 << 10, writeLowWaterMark: 16 << 10))
         defer { server.close() }
-        let client = try TobyMessenger.connect(host: "127.0.0.1", port: server.port!)
+        let client = try TobyMessenger.connect(host: "127.0.0.1", port: server.port)
         let receiver = try client.start()
         let payloads = (0..<512).map { pattern(64 << 10, seed: UInt64($0)) }
         let writer = Thread {
@@ -389,10 +389,10 @@ final class ServerTests: XCTestCase {
         }
         let server = try TobyServer.listen(port: 0, group: group) { _ in Forward(sink: sink) }
         defer { server.close() }
-        let subscriber = try connectRaw(port: server.port!)
+        let subscriber = try connectRaw(port: server.port)
         subscriber.setReceiveTimeout(seconds: 10)
         XCTAssertTrue(sink.waitForConnections(1))
-        let publisher = try connectRaw(port: server.port!)
+        let publisher = try connectRaw(port: server.port)
         let payloads = (0..<100).map { pattern($0 * 13, seed: UInt64($0)) }
         publisher.write(payloads.flatMap { frame($0) })
         for payload in payloads { XCTAssertEqual(subscriber.readFrame(), payload) }
@@ -413,7 +413,7 @@ final class ServerTests: XCTestCase {
 
     func testServerCloseEndsConnectionsAndStopsAccepting() throws {
         let server = try TobyServer.listen(port: 0) { _ in EchoHandler() }
-        let port = server.port!
+        let port = server.port
         let client = try TobyMessenger.connect(host: "127.0.0.1", port: port)
         let receiver = try client.start()
         try client.send([1])
@@ -445,7 +445,7 @@ final class ServerMemoryTests: XCTestCase {
         // Warm the pools and the allocator first.
         var peers: [RawPeer] = []
         for _ in 0..<50 {
-            let peer = try connectRaw(port: server.port!)
+            let peer = try connectRaw(port: server.port)
             peer.setReceiveTimeout(seconds: 10)
             peer.write(frame(pattern(100, seed: 3)))
             XCTAssertEqual(peer.readFrame()?.count, 100)
@@ -455,7 +455,7 @@ final class ServerMemoryTests: XCTestCase {
         peers.reserveCapacity(peers.count + count)
         let before = residentBytes()
         for _ in 0..<count {
-            let peer = try connectRaw(port: server.port!)
+            let peer = try connectRaw(port: server.port)
             peer.setReceiveTimeout(seconds: 10)
             peer.write(frame(pattern(100, seed: 3)))
             XCTAssertEqual(peer.readFrame()?.count, 100)

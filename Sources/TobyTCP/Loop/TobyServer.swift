@@ -55,8 +55,8 @@ public final class TobyServer: Sendable {
     /// 0), `"[::1]:4000"`, or `"unix:/path"`.
     public let address: String
 
-    /// The bound TCP port, or nil for a Unix socket.
-    public let port: Int?
+    /// The bound TCP port (the one picked for port 0), or 0 for a Unix socket.
+    public let port: Int
 
     /// The loops serving this server's connections.
     public let group: TobyEventLoopGroup
@@ -119,12 +119,12 @@ public final class TobyServer: Sendable {
         let rc = toby_socket_listen_unix(unixPath, Int32(clamping: options.backlog), &fd)
         if rc != 0 { throw .system(operation: "listen on unix:\(unixPath)", errno: -rc) }
         return try TobyServer(
-            fd: fd, unixPath: unixPath, address: "unix:\(unixPath)", port: nil,
+            fd: fd, unixPath: unixPath, address: "unix:\(unixPath)", port: 0,
             configuration: configuration, options: options, group: group, handler: handler)
     }
 
     private init(
-        fd: Int32, unixPath: String?, address: String, port: Int?, configuration: TobyConfiguration,
+        fd: Int32, unixPath: String?, address: String, port: Int, configuration: TobyConfiguration,
         options: Options, group: TobyEventLoopGroup?,
         handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
     ) throws(TobyError) {
