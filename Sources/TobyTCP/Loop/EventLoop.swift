@@ -129,7 +129,9 @@ final class EventLoop: @unchecked Sendable {
         let accepted = enqueueLocked(job)
         let wake = accepted && inbox.count == 1
         lock.unlock()
-        if wake { wakeUp() }
+        // The loop's own thread looks at its inbox before it waits again
+        // (see `run`): no eventfd write for a task it resumes itself.
+        if wake && !isCurrent { wakeUp() }
         return accepted
     }
 
@@ -195,7 +197,10 @@ final class EventLoop: @unchecked Sendable {
             runTimers()
             flushDirty()
 
-            let timeout = toby_loop_timeout_ms(now, timers.nextDeadline)
+            lock.lock()
+            let moreJobs = !inbox.isEmpty  // queued by this thread meanwhile
+            lock.unlock()
+            let timeout = moreJobs ? 0 : toby_loop_timeout_ms(now, timers.nextDeadline)
             let count = toby_loop_wait(cLoop, events, Int32(EventLoop.eventCapacity), timeout)
             now = monotonicNanoseconds()
             if count < 0 {
