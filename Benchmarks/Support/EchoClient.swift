@@ -111,23 +111,30 @@ enum EchoClient {
 
     /// Runs the echo traffic on `fds` from `threads` threads (connection i
     /// on thread i % threads); returns the nanoseconds from the release of
-    /// the threads until the last connection got its last byte.
-    static func run(fds: [Int32], threads: Int, messages: Int, window: Int, timeout: Double) throws -> UInt64 {
+    /// the threads until the last connection got its last byte, and the
+    /// number of non-empty `recv` calls the clients made (how the server
+    /// batched its replies).
+    static func run(fds: [Int32], threads: Int, messages: Int, window: Int, timeout: Double) throws -> (nanoseconds: UInt64, reads: Int) {
         let streams = Streams(window: window)
         defer { streams.deallocate() }
         let deadline = Box<UInt64>(0)
+        let reads = Box(0)
+        let readsLock = Lock()
         let bodies: [@Sendable () throws -> Void] = (0..<min(threads, fds.count)).map { thread in
             let mine = stride(from: thread, to: fds.count, by: threads).map { Progress(fd: fds[$0], tag: $0 % tags) }
             return {
+                let n: Int
                 if mine.count == 1 {
-                    try blocking(mine[0], streams: streams, messages: messages, window: window, timeout: timeout)
+                    n = try blocking(mine[0], streams: streams, messages: messages, window: window, timeout: timeout)
                 } else {
-                    try polling(mine, streams: streams, messages: messages, window: window, deadline: deadline)
+                    n = try polling(mine, streams: streams, messages: messages, window: window, deadline: deadline)
                 }
+                readsLock.withLock { reads.value += n }
             }
         }
         deadline.value = nowNanoseconds() + UInt64(timeout * 1e9)
-        return try runThreads(timed: bodies, timeout: timeout)
+        let nanoseconds = try runThreads(timed: bodies, timeout: timeout)
+        return (nanoseconds, readsLock.withLock { reads.value })
     }
 
     /// The stream bytes a connection may have sent, given what came back.
@@ -156,8 +163,10 @@ enum EchoClient {
     }
 
     /// One connection on a blocking socket (SO_RCVTIMEO bounds each wait).
-    static func blocking(_ start: Progress, streams: Streams, messages: Int, window: Int, timeout: Double) throws {
+    /// Returns the non-empty reads.
+    static func blocking(_ start: Progress, streams: Streams, messages: Int, window: Int, timeout: Double) throws -> Int {
         var progress = start
+        var reads = 0
         let total = messages * frameSize
         var wait = timeval(tv_sec: Int(timeout), tv_usec: 0)
         _ = setsockopt(progress.fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
@@ -177,16 +186,19 @@ enum EchoClient {
                 throw BenchError.system("recv", errno)
             }
             if n == 0 { throw ended(progress, total: total) }
+            reads += 1
             try accept(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), into: &progress, streams: streams, total: total)
         }
         shutdown(progress.fd, Int32(SHUT_WR))
+        return reads
     }
 
     /// Many connections on one thread: non-blocking sockets on an epoll
     /// instance; a connection is watched for writability only while the
-    /// kernel refused part of its window.
-    static func polling(_ start: [Progress], streams: Streams, messages: Int, window: Int, deadline: Box<UInt64>) throws {
+    /// kernel refused part of its window. Returns the non-empty reads.
+    static func polling(_ start: [Progress], streams: Streams, messages: Int, window: Int, deadline: Box<UInt64>) throws -> Int {
         var all = start
+        var reads = 0
         let total = messages * frameSize
         var loop = toby_loop()
         let opened = toby_loop_open(&loop, toby_loop_io_system())
@@ -240,6 +252,7 @@ enum EchoClient {
                     if n < 0 {
                         if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR { throw BenchError.system("recv", errno) }
                     } else {
+                        reads += 1
                         try accept(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), into: &all[index], streams: streams, total: total)
                     }
                 }
@@ -252,5 +265,6 @@ enum EchoClient {
                 }
             }
         }
+        return reads
     }
 }

@@ -24,7 +24,8 @@ enum EchoBench {
     /// are not reused unseen), divided by their number. Then every
     /// connection echoes `messages` frames of 64 B with `window` in flight
     /// (`EchoClient`), all bytes checked. The clock runs from the release of
-    /// the client threads to the last byte back.
+    /// the client threads to the last byte back. Also reports the messages
+    /// per client `recv`: how many echoes the server's writes carried.
     static func run(
         connections: Int, messages: Int, window: Int, clientThreads: Int, idleMemory: Bool,
         timeout: Double, start: () throws -> any EchoServer
@@ -44,9 +45,10 @@ enum EchoBench {
         usleep(50_000)  // let the loops finish registering the last ones
         let residentIdle = ProcessStats.residentBytes()
         let threadsIdle = ProcessStats.threads()
-        let nanoseconds = try EchoClient.run(
+        let (nanoseconds, reads) = try EchoClient.run(
             fds: fds, threads: clientThreads, messages: messages, window: window, timeout: timeout)
         var sample = Sample.throughput(messages: connections * messages, size: EchoClient.payloadSize, nanoseconds: nanoseconds)
+        sample.metrics["echoes_per_client_read"] = Double(connections * messages) / Double(max(1, reads))
         sample.metrics["server_threads"] = Double(threadsIdle - threadsBefore)
         if idleMemory {
             sample.metrics["idle_kib_per_connection"] = Double(residentIdle - residentBefore) / Double(connections) / 1024
