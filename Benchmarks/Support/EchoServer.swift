@@ -31,7 +31,7 @@ enum EchoBench {
         timeout: Double, start: () throws -> any EchoServer
     ) throws -> Sample {
         ProcessStats.trimHeap()
-        let threadsBefore = ProcessStats.threads()
+        let threadsBefore = ProcessStats.settledThreads()
         let server = try start()
         var fds: [Int32] = []
         // Clients first: the servers' connections then end with end-of-stream.

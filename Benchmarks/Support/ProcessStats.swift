@@ -17,6 +17,23 @@ enum ProcessStats {
         return count
     }
 
+    /// Threads of this process once the count has held still for 20 ms (at
+    /// most 1 s): detached threads of a server stopped just before (the
+    /// TobyTCP loops, for one) linger in /proc/self/task for a moment after
+    /// their `shutdown()` returned, and would be subtracted from the next.
+    static func settledThreads() -> Int {
+        var last = threads()
+        var stable = 0
+        for _ in 0..<200 {
+            usleep(5_000)
+            let now = threads()
+            stable = now == last ? stable + 1 : 0
+            last = now
+            if stable >= 4 { break }
+        }
+        return last
+    }
+
     /// Resident bytes: the second field of /proc/self/statm, in pages.
     static func residentBytes() -> Int {
         let fd = open("/proc/self/statm", O_RDONLY)
