@@ -52,6 +52,8 @@ let package = Package(
             name: "benchmarks",
             dependencies: [
                 "TobyTCP",
+                // The raw-bytes echo ceiling and the echo clients use its epoll shim.
+                "CTobyFrame",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -63,7 +63,7 @@ struct Benchmarks: ParsableCommand {
         let all = OneWay.scenarios(settings) + [
             PingPong.scenario(settings), Pipelined.scenario(settings),
             SharedSenders.scenario(settings), Connections.scenario(settings),
-        ]
+        ] + EchoServers.scenarios(settings)
         if list {
             for scenario in all { print("\(scenario.id)\t\(scenario.title)") }
             return

@@ -28,6 +28,8 @@ enum Table {
             ? "ratios compare \(scenario.columns.first { $0.key == scenario.primary }?.header ?? scenario.primary) (this / baseline)"
             : "ratios compare p50 latency (baseline / this): above 1× is faster"
         lines.append("   \(basis); baselines are each family's first row")
+        for note in scenario.notes { lines.append("   note: \(note)") }
+        if let summary = scenario.summary { lines += summary(result).map { "   \($0)" } }
         return lines.joined(separator: "\n")
     }
 

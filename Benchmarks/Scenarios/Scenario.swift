@@ -28,6 +28,9 @@ struct Metric: Sendable {
     let key: String
     let header: String
     let format: @Sendable (Double) -> String
+    /// True if zero (or a negative, noisy delta) is a legitimate figure, so
+    /// it does not fail the run (memory deltas).
+    var allowsZero = false
 }
 
 /// One implementation in one scenario.
@@ -59,6 +62,11 @@ struct Scenario {
     /// True if the SVG chart shows it (throughput scenarios).
     let chart: Bool
     let rows: [Row]
+    /// Lines printed under the table before it runs (say, a connection
+    /// count scaled down to the descriptor limit).
+    var notes: [String] = []
+    /// Lines computed from the results, printed under the table (targets).
+    var summary: ((ScenarioResult) -> [String])? = nil
 
     /// The scenario with only the rows whose name contains `filter`.
     func keepingRows(matching filter: String?) -> Scenario {
@@ -66,7 +74,8 @@ struct Scenario {
         let needle = filter.lowercased()
         return Scenario(
             id: id, title: title, parameters: parameters, columns: columns, primary: primary,
-            higherIsBetter: higherIsBetter, chart: chart, rows: rows.filter { $0.name.lowercased().contains(needle) })
+            higherIsBetter: higherIsBetter, chart: chart, rows: rows.filter { $0.name.lowercased().contains(needle) },
+            notes: notes, summary: summary)
     }
 
     func matches(_ filter: String?) -> Bool {
@@ -80,6 +89,8 @@ struct Scenario {
 struct RowResult {
     let name: String
     let family: Family
+    /// Metric keys whose zero or negative median is not a failure.
+    var allowsZero: Set<String> = []
     var samples: [Sample] = []
     var error: String?
 
@@ -95,7 +106,7 @@ struct RowResult {
     var problem: String? {
         if let error { return error }
         if samples.isEmpty { return "no samples" }
-        for (key, value) in medians.sorted(by: { $0.key < $1.key }) where !(value.isFinite && value > 0) {
+        for (key, value) in medians.sorted(by: { $0.key < $1.key }) where !(value.isFinite && (value > 0 || allowsZero.contains(key))) {
             return "figure \(key) is \(value)"
         }
         return nil
@@ -124,8 +135,10 @@ struct ScenarioResult {
 /// Runs every row of `scenario` `settings.runs` times, printing progress.
 func measure(_ scenario: Scenario, settings: Settings, index: Int, total: Int) -> ScenarioResult {
     var results: [RowResult] = []
+    for note in scenario.notes { progress("NOTE: \(note)") }
     for row in scenario.rows {
-        var result = RowResult(name: row.name, family: row.family)
+        var result = RowResult(
+            name: row.name, family: row.family, allowsZero: Set(scenario.columns.filter(\.allowsZero).map(\.key)))
         progress("[\(index)/\(total)] \(scenario.title) · \(row.name)")
         for run in 1...settings.runs {
             let label = "    run \(run)/\(settings.runs)"

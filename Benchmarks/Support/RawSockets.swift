@@ -1,3 +1,5 @@
+import CTobyFrame  // its header includes <sys/socket.h>, which then owns SOCK_STREAM for this target
+
 #if canImport(Glibc)
 import Glibc
 #endif
