@@ -84,7 +84,7 @@ extension TobyReceiver: AsyncSequence {
             default: break
             }
             if Task.isCancelled { return nil }
-            if let deadline, monotonicNanoseconds() >= deadline { throw .timedOut(timeout!) }
+            if let timeout, let deadline, monotonicNanoseconds() >= deadline { throw .timedOut(timeout) }
             #if os(Linux)
             try await ReadinessPoller.waitReadable(socket.fd, deadline: deadline)
             #else

@@ -284,7 +284,7 @@ public final class TobyReceiver: @unchecked Sendable {
         defer { lock.unlock() }
         if let message = nextBuffered() { return .owned(message) }
         let outcome = try step(flags: Int32(MSG_DONTWAIT), deadline: 0)
-        if case .ring = outcome { return .owned(try takeOwned(outcome)!) }
+        if case .ring(let frame) = outcome { return .owned(copyOut(frame)) }
         return outcome
     }
 

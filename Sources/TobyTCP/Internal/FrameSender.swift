@@ -312,7 +312,10 @@ final class FrameSender: @unchecked Sendable {
             outs.append(toby_out(data: base, len: message.count))
         }
         return withExtendedLifetime(messages) {
-            outs.withUnsafeMutableBufferPointer { write($0.baseAddress!, count: $0.count) }
+            outs.withUnsafeMutableBufferPointer { frames in
+                guard let base = frames.baseAddress else { return nil }  // nothing to write
+                return write(base, count: frames.count)
+            }
         }
     }
 
