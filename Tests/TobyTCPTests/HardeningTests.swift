@@ -75,7 +75,7 @@ final class PendingClient {
 func virtualSizeBytes() -> Int {
     guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return -1 }
     for line in text.split(separator: "\n") where line.hasPrefix("VmSize:") {
-        let digits = line.split(separator: " ").compactMap { Int($0) }
+        let digits = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int($0) }
         return (digits.first ?? -1) * 1024
     }
     return -1
@@ -441,10 +441,8 @@ final class MemoryFollowsBytesTests: XCTestCase {
         print("virtual size: \(before >> 10) KiB -> \(after >> 10) KiB, \(each >> 10) KiB per peer")
         XCTAssertGreaterThan(before, 0)
         XCTAssertLessThanOrEqual(each, 200 << 10, "virtual memory per peer announcing 32 MiB and sending 1 byte")
-        // They all still work.
-        for (_, receiver, _) in connections {
-            XCTAssertEqual(receiver.allocationForTesting.large, 4096)
-        }
+        let allocations = Set(connections.map { $0.1.allocationForTesting.large })
+        XCTAssertEqual(allocations, [4096], "each large frame's storage")
     }
 
     /// The writer's buffers are allocated by the first send, not by the messenger.
