@@ -42,6 +42,20 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
     /// A system call failed: `operation` is its name, `errno` its error.
     case system(operation: String, errno: Int32)
 
+    /// A system call about an address failed: `connect` to a peer, `bind/listen`
+    /// or `accept` on a listening address. `address` is the address as text
+    /// (`"127.0.0.1:9"`, `"[::1]:9"`, `"unix:/path"`).
+    ///
+    /// Printed as `'connect' to 127.0.0.1:9 failed with '(111) Connection refused'`.
+    case systemAtAddress(operation: String, address: String, errno: Int32)
+
+    /// The listener ran out of file descriptors (`EMFILE` for the process,
+    /// `ENFILE` for the system) while accepting. The pending connection was
+    /// closed so that it does not stay at the head of the backlog, and the
+    /// listener stays usable: call ``TobyListener/accept()`` again once
+    /// descriptors are free (each connection closed frees one).
+    case outOfDescriptors(address: String, errno: Int32)
+
     /// A host name did not resolve.
     case unresolvableHost(host: String, reason: String)
 
@@ -54,6 +68,16 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
     /// Another task is already receiving from this async connection: a
     /// connection has one consumer at a time.
     case alreadyReceiving
+
+    /// The `errno` of a failed system call (``system(operation:errno:)``,
+    /// ``systemAtAddress(operation:address:errno:)``,
+    /// ``outOfDescriptors(address:errno:)``), else `nil`.
+    public var systemErrno: Int32? {
+        switch self {
+        case .system(_, let code), .systemAtAddress(_, _, let code), .outOfDescriptors(_, let code): return code
+        default: return nil
+        }
+    }
 
     /// The number of payload bytes still missing from a truncated frame.
     public var missingBytes: UInt64? {
@@ -75,6 +99,8 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
                     .replacingOccurrences(of: "\n", with: "\\n")
                     .replacingOccurrences(of: "\t", with: "\\t")
                 text += ". The prefix reads as text (\"\(ascii)\"): the peer looks like it speaks a text protocol (HTTP, Redis, a shell?), not TobyTcp"
+            } else if let hint = TobyError.byteOrderHint(length: length, limit: limit, prefix: prefix) {
+                text += ". " + hint
             }
             return text
         case .truncatedFrame(let expected, let received):
@@ -89,7 +115,12 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
         case .timedOut(let timeout):
             return "timed out: no message arrived within \(timeout)"
         case .system(let operation, let errno):
-            return "'\(operation)' failed with '(\(errno)) \(String(cString: strerror(errno)))'"
+            return "'\(operation)' failed with \(TobyError.describe(errno: errno))"
+        case .systemAtAddress(let operation, let address, let errno):
+            let preposition = operation == "connect" ? "to" : "on"
+            return "'\(operation)' \(preposition) \(address) failed with \(TobyError.describe(errno: errno))"
+        case .outOfDescriptors(let address, let errno):
+            return "'accept' on \(address) failed with \(TobyError.describe(errno: errno)): out of file descriptors; the pending connection was closed, the listener is still usable, and accepting works again once descriptors are freed"
         case .unresolvableHost(let host, let reason):
             return "cannot resolve host '\(host)': \(reason)"
         case .unixPathTooLong(let path, let length, let limit):
@@ -111,6 +142,28 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
     /// `TobyError` (Swift 6 infers the type), or after `as? TobyError`. For
     /// an `any Error`, print `"\(error)"`, which is ``description``.
     public var localizedDescription: String { description }
+
+    /// `'(111) Connection refused'`.
+    static func describe(errno: Int32) -> String {
+        "'(\(errno)) \(String(cString: strerror(errno)))'"
+    }
+
+    /// When a received prefix over the limit would be a plausible length
+    /// (within the limit) read in the other byte order, says so: the
+    /// commonest cause is a peer built on the Rust crate (big-endian).
+    static func byteOrderHint(length: UInt64, limit: UInt64, prefix: [UInt8]) -> String? {
+        guard prefix.count == 8 else { return nil }
+        let little = prefix.reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let big = prefix.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        guard little != big else { return nil }
+        if length == little, big <= limit {
+            return "Read big-endian it would be \(big) bytes: the peer may be using big-endian prefixes: set byteOrder: .bigEndian"
+        }
+        if length == big, little <= limit {
+            return "Read little-endian it would be \(little) bytes: the peer may be using little-endian prefixes: set byteOrder: .littleEndian"
+        }
+        return nil
+    }
 
     static func hex(_ bytes: [UInt8]) -> String {
         bytes.withUnsafeBytes { hexEncoded($0, separator: UInt8(ascii: " ")) }

@@ -79,8 +79,10 @@ public final class TobyMessenger: Sendable {
     ///     resolves to is tried in turn.
     ///   - port: The TCP port.
     ///   - configuration: Byte order, limits and buffer sizes.
-    /// - Throws: ``TobyError/system(operation:errno:)`` for `connect`
-    ///   (for example `ECONNREFUSED`), ``TobyError/unresolvableHost(host:reason:)``,
+    /// - Throws: ``TobyError/systemAtAddress(operation:address:errno:)`` for
+    ///   `connect` (for example `ECONNREFUSED`, printed as `'connect' to
+    ///   127.0.0.1:9 failed with '(111) Connection refused'`),
+    ///   ``TobyError/unresolvableHost(host:reason:)``,
     ///   ``TobyError/invalidConfiguration(_:)`` before connecting.
     public static func connect(
         host: String, port: Int, configuration: TobyConfiguration = .default
@@ -95,15 +97,16 @@ public final class TobyMessenger: Sendable {
         if rc == TOBY_EINVAL {
             throw .unresolvableHost(host: host, reason: String(cString: gai_strerror(gaiError)))
         }
-        if rc != 0 { throw .system(operation: "connect", errno: -rc) }
-        return TobyMessenger(owning: fd, peer: TobyMessenger.describe(host: host, port: port), configuration: configuration)
+        let address = TobyMessenger.describe(host: host, port: port)
+        if rc != 0 { throw .systemAtAddress(operation: "connect", address: address, errno: -rc) }
+        return TobyMessenger(owning: fd, peer: address, configuration: configuration)
     }
 
     /// Connects to a Unix domain stream socket.
     ///
     /// - Throws: ``TobyError/unixPathTooLong(path:length:limit:)`` (the path
-    ///   is never truncated), ``TobyError/system(operation:errno:)``, or
-    ///   ``TobyError/invalidConfiguration(_:)`` before connecting.
+    ///   is never truncated), ``TobyError/systemAtAddress(operation:address:errno:)``,
+    ///   or ``TobyError/invalidConfiguration(_:)`` before connecting.
     public static func connect(
         unixPath: String, configuration: TobyConfiguration = .default
     ) throws(TobyError) -> TobyMessenger {
@@ -111,7 +114,7 @@ public final class TobyMessenger: Sendable {
         try TobyListener.checkUnixPath(unixPath)
         var fd: Int32 = -1
         let rc = toby_socket_connect_unix(unixPath, &fd)
-        if rc != 0 { throw .system(operation: "connect", errno: -rc) }
+        if rc != 0 { throw .systemAtAddress(operation: "connect", address: "unix:\(unixPath)", errno: -rc) }
         return TobyMessenger(owning: fd, peer: "unix:\(unixPath)", configuration: configuration)
     }
 

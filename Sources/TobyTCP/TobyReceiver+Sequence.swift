@@ -68,9 +68,12 @@ extension TobyReceiver: AsyncSequence {
     ///
     /// - Returns: The message, or `nil` at a clean end of stream or if the
     ///   task was cancelled.
-    /// - Throws: The error that ended the stream, or
+    /// - Throws: The error that ended the stream,
     ///   ``TobyError/timedOut(_:)`` when ``TobyConfiguration/readTimeout``
-    ///   passed with no message.
+    ///   passed with no message, or ``TobyError/system(operation:errno:)``
+    ///   when the process-wide readiness poller could not be started (no
+    ///   descriptors or threads left; the receiver stays usable and the
+    ///   next call tries again).
     public func receiveAsync() async throws(TobyError) -> [UInt8]? {
         let timeout = configuration.readTimeout
         let deadline = timeout.map { monotonicNanoseconds() &+ $0.clampedNanoseconds }
@@ -81,9 +84,9 @@ extension TobyReceiver: AsyncSequence {
             default: break
             }
             if Task.isCancelled { return nil }
-            if let deadline, monotonicNanoseconds() >= deadline { throw .timedOut(timeout!) }
+            if let timeout, let deadline, monotonicNanoseconds() >= deadline { throw .timedOut(timeout) }
             #if os(Linux)
-            await ReadinessPoller.waitReadable(socket.fd, deadline: deadline)
+            try await ReadinessPoller.waitReadable(socket.fd, deadline: deadline)
             #else
             _ = try socket.waitReadable(deadline: deadline)
             #endif

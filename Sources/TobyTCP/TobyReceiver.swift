@@ -1,4 +1,5 @@
 import CTobyFrame
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -24,11 +25,21 @@ import Glibc
 /// straight from the kernel.
 ///
 /// **Memory bound.** A receiver holds at most its ring
-/// (``TobyConfiguration/ringCapacity``) plus the one large frame being read,
-/// which grows only as its bytes arrive (never more than twice what was
-/// received, capped at ``TobyConfiguration/maxFrameLength``). While the
-/// consumer does not call receive, nothing is read: unread data waits in the
-/// kernel's socket buffer and TCP's flow control stops the peer.
+/// (``TobyConfiguration/ringCapacity``, allocated by the first receive) plus
+/// the one large frame being read, which starts at 4 KiB and doubles only as
+/// its bytes arrive: never more than twice what was received (or 4 KiB),
+/// capped at the announced length. So a peer that announces a 32 MiB frame
+/// and sends one byte costs the ring and 4 KiB, in virtual as well as
+/// resident memory. While the consumer does not call receive, nothing is
+/// read: unread data waits in the kernel's socket buffer and TCP's flow
+/// control stops the peer.
+///
+/// **Adopted sockets.** A socket given to ``TobyMessenger/init(socket:configuration:)``
+/// may have `O_NONBLOCK` or `SO_RCVTIMEO` set; they are left as they are.
+/// When they make a read return `EAGAIN`, the receiver waits for the socket
+/// with `poll(2)` (until the call's deadline, if it has one) and reads again:
+/// it never spins and never traps. Use ``TobyConfiguration/readTimeout`` for
+/// timeouts; `SO_RCVTIMEO` does not end a receive.
 ///
 /// **Errors.** The stream ends with `nil` when the peer closes cleanly. An
 /// error (frame too large, a frame cut short, a reset) is thrown only after
@@ -47,10 +58,10 @@ public final class TobyReceiver: @unchecked Sendable {
     let socket: SocketHandle
     private let lock = ConditionLock()
     private let reader: UnsafeMutablePointer<toby_reader>
-    private let ring: UnsafeMutableRawPointer
     private let limit: UInt64
 
     // Guarded by `lock`.
+    private var ring: UnsafeMutableRawPointer?  // allocated by the first read; see `prepareReader`
     private var ended = false
     private var failure: TobyError?
     private var large: [UInt8] = []       // a frame too big for the ring, being read
@@ -58,29 +69,59 @@ public final class TobyReceiver: @unchecked Sendable {
     private var largeLength = 0
     private var scratch: UnsafeMutableRawBufferPointer?  // for frames that wrap the ring
 
-    // Set by `close()` without the lock (a blocked receive holds it).
-    private let closeLock = ConditionLock()
-    private var closedByOwner = false
+    // Set by `close()` before it takes the lock (a blocked receive holds
+    // it); read by every receive path, with the lock held.
+    private let closedByOwner = Atomic<Bool>(false)
+    // The thread running a borrowing receive's body (0: none), so that a
+    // `close()` from inside the body does not wait for the lock it holds.
+    private let bodyThread = Atomic<UInt>(0)
 
-    /// Frames larger than this are allocated in steps as their bytes arrive.
-    static let largeInitialAllocation = 1 << 20
+    /// The first allocation for a frame too big for the ring (unless twice
+    /// the bytes already buffered is more); it doubles as bytes arrive.
+    static let largeInitialAllocation = 4096
 
     init(socket: SocketHandle, configuration: TobyConfiguration) {
         self.socket = socket
         self.configuration = configuration
         self.limit = UInt64(configuration.maxFrameLength)
-        ring = .allocate(byteCount: configuration.ringCapacity, alignment: 64)
         reader = .allocate(capacity: 1)
-        let rc = toby_reader_init(
-            reader, ring.assumingMemoryBound(to: UInt8.self), configuration.ringCapacity,
-            UInt64(configuration.maxFrameLength), configuration.cByteOrder, socket.fd, toby_io_system())
-        precondition(rc == 0, "toby_reader_init: \(rc)")
+        reader.initialize(to: toby_reader())
     }
 
     deinit {
         reader.deallocate()
-        ring.deallocate()
+        ring?.deallocate()
         scratch?.deallocate()
+    }
+
+    /// With the lock held: allocates the ring and sets up the reader on the
+    /// first read, so a receiver that never reads costs no ring.
+    @inline(__always)
+    private func prepareReader() {
+        if ring != nil { return }
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: configuration.ringCapacity, alignment: 64)
+        ring = buffer
+        // Cannot fail: the configuration checked the capacity and both
+        // pointers are valid (TOBY_EINVAL is its only error).
+        _ = toby_reader_init(
+            reader, buffer.assumingMemoryBound(to: UInt8.self), configuration.ringCapacity,
+            UInt64(configuration.maxFrameLength), configuration.cByteOrder, socket.fd, toby_io_system())
+    }
+
+    /// Whether ``close()`` was called.
+    @inline(__always)
+    private var isClosed: Bool { closedByOwner.load(ordering: .acquiring) }
+
+    /// With the lock held, once closed: releases what the receiver buffered.
+    private func discardAfterClose() {
+        ended = true
+        large = []
+        largeFilled = 0
+        largeLength = 0
+        ring?.deallocate()
+        ring = nil
+        scratch?.deallocate()
+        scratch = nil
     }
 
     /// The error that ended the stream, or `nil` while it is healthy or after
@@ -88,6 +129,12 @@ public final class TobyReceiver: @unchecked Sendable {
     /// cannot throw.
     public var error: TobyError? {
         lock.withLock { failure }
+    }
+
+    /// Bytes allocated for the large frame being read, how many of them were
+    /// filled, and whether the ring is allocated; for tests.
+    var allocationForTesting: (large: Int, filled: Int, ring: Bool) {
+        lock.withLock { (large.count, largeFilled, ring != nil) }
     }
 
     // MARK: Receiving
@@ -106,12 +153,9 @@ public final class TobyReceiver: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         if let message = nextBuffered() { return message }
-        while true {
-            let outcome = try step(flags: 0, deadline: nil)
-            // EAGAIN on a blocking read only comes from a user-set SO_RCVTIMEO.
-            if case .wouldBlock = outcome { continue }
-            return try takeOwned(outcome)
-        }
+        // Without a deadline `step` waits out EAGAIN itself (a user-set
+        // O_NONBLOCK or SO_RCVTIMEO), so it never returns `.wouldBlock`.
+        return try takeOwned(try step(flags: 0, deadline: nil))
     }
 
     /// Waits at most `timeout` for the next message.
@@ -133,7 +177,8 @@ public final class TobyReceiver: @unchecked Sendable {
     ///
     /// - Returns: The message, or `nil` if no complete message is available yet.
     /// - Throws: ``TobyError/endOfStream`` once the peer has closed cleanly
-    ///   and everything was delivered, or the error that ended the stream.
+    ///   and everything was delivered, ``TobyError/closed`` after
+    ///   ``close()``, or the error that ended the stream.
     public func tryReceive() throws(TobyError) -> [UInt8]? {
         lock.lock()
         defer { lock.unlock() }
@@ -141,7 +186,7 @@ public final class TobyReceiver: @unchecked Sendable {
         let outcome = try step(flags: Int32(MSG_DONTWAIT), deadline: 0)
         switch outcome {
         case .wouldBlock: return nil
-        case .end: throw .endOfStream
+        case .end: throw isClosed ? .closed : .endOfStream
         default: return try takeOwned(outcome)
         }
     }
@@ -163,38 +208,71 @@ public final class TobyReceiver: @unchecked Sendable {
         // Hot path: a whole, unwrapped frame already in the ring.
         if let frame = bufferedFrame(), frame.len.1 == 0 {
             defer { toby_reader_consume(reader) }
-            return try body(UnsafeRawBufferPointer(start: frame.data.0, count: frame.len.0))
+            return try lend(UnsafeRawBufferPointer(start: frame.data.0, count: frame.len.0), to: body)
         }
-        let deadline = configuration.readTimeout.map { monotonicNanoseconds() &+ $0.clampedNanoseconds }
+        let timeout = configuration.readTimeout
+        let deadline = timeout.map { monotonicNanoseconds() &+ $0.clampedNanoseconds }
         let outcome = try step(flags: deadline == nil ? 0 : Int32(MSG_DONTWAIT), deadline: deadline)
         switch outcome {
         case .end:
             return nil
         case .wouldBlock:
-            throw TobyError.timedOut(configuration.readTimeout!)
+            // Only with a deadline, hence a timeout.
+            throw TobyError.timedOut(timeout ?? .zero)
         case .owned(let message):
-            return try message.withUnsafeBytes(body)
+            return try message.withUnsafeBytes { bytes in try lend(bytes, to: body) }
         case .ring(let frame):
             defer { toby_reader_consume(reader) }
             if frame.len.1 == 0 {
-                return try body(UnsafeRawBufferPointer(start: frame.data.0, count: frame.len.0))
+                return try lend(UnsafeRawBufferPointer(start: frame.data.0, count: frame.len.0), to: body)
             }
             let buffer = scratchBuffer()
             UnsafeMutableRawBufferPointer(rebasing: buffer[0..<frame.len.0])
                 .copyMemory(from: UnsafeRawBufferPointer(start: frame.data.0, count: frame.len.0))
             UnsafeMutableRawBufferPointer(rebasing: buffer[frame.len.0..<(frame.len.0 + frame.len.1)])
                 .copyMemory(from: UnsafeRawBufferPointer(start: frame.data.1, count: frame.len.1))
-            return try body(UnsafeRawBufferPointer(rebasing: buffer[0..<(frame.len.0 + frame.len.1)]))
+            return try lend(UnsafeRawBufferPointer(rebasing: buffer[0..<(frame.len.0 + frame.len.1)]), to: body)
         }
     }
 
-    /// Stops receiving: a receive blocked now or later returns `nil` (or
-    /// throws ``TobyError/closed`` if a frame was cut short). Messages
-    /// already buffered are still delivered. Does not stop the messenger
-    /// from sending.
+    /// Runs a borrowing receive's `body`, noting its thread for ``close()``.
+    @inline(__always)
+    private func lend<Result>(
+        _ bytes: UnsafeRawBufferPointer, to body: (UnsafeRawBufferPointer) throws -> Result
+    ) rethrows -> Result {
+        bodyThread.store(UInt(pthread_self()), ordering: .relaxed)
+        defer { bodyThread.store(0, ordering: .relaxed) }
+        return try body(bytes)
+    }
+
+    /// Stops receiving, for good and at once.
+    ///
+    /// After `close()` returns, no receive delivers a message, not even one
+    /// already buffered: every receive, blocked at that moment or called
+    /// later, returns the end of the stream at once (`nil`; an empty batch
+    /// for ``receiveAvailable(maxCount:)-(Int)``; ``tryReceive()`` throws
+    /// ``TobyError/closed``). What the receiver buffered is released, and
+    /// the peer's further bytes cost no memory here: the socket's read side
+    /// is shut down, and its receive buffer is cut to the minimum, so the
+    /// kernel stops accepting them and TCP's flow control stops the peer
+    /// (the descriptor itself is closed when the messenger and receiver are
+    /// both gone, as always). Does not stop the messenger from sending.
+    ///
+    /// A receive running on another thread is woken (a blocked `recvmsg`
+    /// or wait returns at once) and `close()` waits for it to return;
+    /// called from inside a borrowing receive's body, it does not wait.
+    /// Calling it again does nothing more.
     public func close() {
-        closeLock.withLock { closedByOwner = true }
+        if closedByOwner.exchange(true, ordering: .acquiringAndReleasing) { return }
         socket.shutdown(Int32(SHUT_RD))
+        // Unix sockets charge the peer's bytes to the peer; for TCP this
+        // caps what the kernel queues from now on (it rounds up to its
+        // minimum, a few KiB).
+        var minimum: Int32 = 1
+        _ = setsockopt(socket.fd, SOL_SOCKET, SO_RCVBUF, &minimum, socklen_t(MemoryLayout<Int32>.size))
+        if bodyThread.load(ordering: .relaxed) == UInt(pthread_self()) { return }
+        // Any receive that holds the lock now sees the flag and returns.
+        lock.withLock { discardAfterClose() }
     }
 
     // MARK: The state machine
@@ -206,7 +284,7 @@ public final class TobyReceiver: @unchecked Sendable {
         defer { lock.unlock() }
         if let message = nextBuffered() { return .owned(message) }
         let outcome = try step(flags: Int32(MSG_DONTWAIT), deadline: 0)
-        if case .ring = outcome { return .owned(try takeOwned(outcome)!) }
+        if case .ring(let frame) = outcome { return .owned(copyOut(frame)) }
         return outcome
     }
 
@@ -233,7 +311,7 @@ public final class TobyReceiver: @unchecked Sendable {
     /// (not yet consumed), without the general state machine.
     @inline(__always)
     private func bufferedFrame() -> toby_frame? {
-        guard failure == nil else { return nil }
+        guard failure == nil, ring != nil, !isClosed else { return nil }
         var frame = toby_frame()
         guard toby_reader_next(reader, &frame) == TOBY_FRAME else { return nil }
         return frame
@@ -278,8 +356,19 @@ public final class TobyReceiver: @unchecked Sendable {
     /// `flags` is 0 to block in `recvmsg`, or `MSG_DONTWAIT`. With
     /// MSG_DONTWAIT and a `deadline`, waits for readability until then
     /// (0: don't wait). Returns `.wouldBlock` when nothing complete arrived.
+    /// Without a deadline, `EAGAIN` (possible only on an adopted socket with
+    /// `O_NONBLOCK` or `SO_RCVTIMEO`) is waited out with `poll`, so the
+    /// result is never `.wouldBlock`.
+    ///
+    /// Once ``close()`` was called, returns `.end` at once, before looking
+    /// at anything buffered.
     func step(flags: Int32, deadline: UInt64?) throws(TobyError) -> Outcome {
+        if !isClosed { prepareReader() }
         while true {
+            if isClosed {
+                discardAfterClose()
+                return .end
+            }
             if let failure { throw failure }
             if ended { return .end }
             var frame = toby_frame()
@@ -288,7 +377,9 @@ public final class TobyReceiver: @unchecked Sendable {
             case Int32(TOBY_FRAME):
                 return .ring(frame)
             case Int32(TOBY_FRAME_DIRECT):
-                if try readLarge(length: frame.length, flags: flags, deadline: deadline) {
+                let complete = try readLarge(length: frame.length, flags: flags, deadline: deadline)
+                if isClosed { continue }  // ends the stream above
+                if complete {
                     let message = large
                     large = []
                     largeFilled = 0
@@ -312,9 +403,12 @@ public final class TobyReceiver: @unchecked Sendable {
         }
     }
 
-    /// After EAGAIN: true if it is worth reading again.
+    /// After EAGAIN: true if it is worth reading again. With no deadline,
+    /// waits for as long as it takes (the socket was made non-blocking, or
+    /// given SO_RCVTIMEO, by its owner); a deadline of 0 means don't wait.
     private func waitForData(flags: Int32, deadline: UInt64?) throws(TobyError) -> Bool {
-        guard let deadline, deadline > 0 else { return false }
+        guard let deadline else { return try socket.waitReadable(deadline: nil) }
+        guard deadline > 0 else { return false }
         return try socket.waitReadable(deadline: deadline)
     }
 
@@ -326,10 +420,16 @@ public final class TobyReceiver: @unchecked Sendable {
         if largeLength != total || large.isEmpty {
             largeLength = total
             largeFilled = 0
-            large = TobyReceiver.uninitializedBytes(Swift.min(total, TobyReceiver.largeInitialAllocation))
+            // What arrived so far is the part already in the ring: allocate
+            // for twice that (at least 4 KiB), never for what is only claimed.
+            let buffered = Int(toby_reader_buffered(reader))
+            let first = Swift.max(TobyReceiver.largeInitialAllocation, 2 * buffered)
+            large = TobyReceiver.uninitializedBytes(Swift.min(total, first))
         }
         while largeFilled < total {
+            if isClosed { return false }  // `step` ends the stream
             if largeFilled == large.count {
+                // Every byte of `large` has arrived: doubling stays within 2x.
                 let grown = Swift.min(total, large.count * 2)
                 large = TobyReceiver.uninitializedBytes(grown, copying: large, count: largeFilled)
             }
@@ -346,6 +446,7 @@ public final class TobyReceiver: @unchecked Sendable {
                 if try waitForData(flags: flags, deadline: deadline) { continue }
                 return false
             }
+            if isClosed { return false }
             var frame = toby_frame()
             let status = toby_reader_next(reader, &frame)
             throw fail(status < 0 ? status : Int32(n), frame)
@@ -355,7 +456,7 @@ public final class TobyReceiver: @unchecked Sendable {
 
     /// Records and returns the sticky error for a negative status.
     private func fail(_ status: Int32, _ frame: toby_frame) -> TobyError {
-        let ownerClosed = closeLock.withLock { closedByOwner }
+        let ownerClosed = isClosed
         let error: TobyError
         switch status {
         case TOBY_EFRAMETOOLARGE:

@@ -7,9 +7,11 @@ import Glibc
 enum Output {
     private static let lock = ConditionLock()
 
-    /// Writes `line` and a newline to stdout, immediately.
+    /// Writes `line` and a newline to stdout, immediately. If stdout was
+    /// closed by its reader (EPIPE: `toby listen | head -1`), nobody wants
+    /// more output: the tool ends quietly with status 0.
     static func line(_ line: String) {
-        emit(line, to: 1)
+        if emit(line, to: 1) == EPIPE { exit(0) }
     }
 
     /// Writes `toby: message` to stderr.
@@ -17,22 +19,27 @@ enum Output {
         emit("toby: " + message, to: 2)
     }
 
-    private static func emit(_ line: String, to fd: Int32) {
+    /// Writes the line; returns 0, or the errno that made it drop the line
+    /// (EPIPE for a closed pipe, ENOSPC for a full disk, ...).
+    @discardableResult
+    private static func emit(_ line: String, to fd: Int32) -> Int32 {
         var bytes = Array(line.utf8)
         bytes.append(UInt8(ascii: "\n"))
-        lock.withLock {
-            bytes.withUnsafeBytes { buffer in
+        return lock.withLock {
+            bytes.withUnsafeBytes { buffer -> Int32 in
+                guard let base = buffer.baseAddress else { return 0 }
                 var offset = 0
                 while offset < buffer.count {
-                    let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                    let n = write(fd, base + offset, buffer.count - offset)
                     if n > 0 {
                         offset += n
                     } else if n < 0 && errno == EINTR {
                         continue
                     } else {
-                        return  // stdout closed (EPIPE) or full disk: drop the line
+                        return n < 0 ? errno : EIO  // drop the line
                     }
                 }
+                return 0
             }
         }
     }

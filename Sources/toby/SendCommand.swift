@@ -15,10 +15,15 @@ struct SendCommand: ParsableCommand {
             --hex, messages are given and printed as hex ('00ff10', '0x00ff10' or \
             '00 ff 10'). Other messages from the peer are read and discarded.
 
-            The connection is closed cleanly: everything is sent, the write side \
-            is shut down, and toby waits for the peer to close its side too (at \
-            most --timeout, default 2 seconds), so the peer is never reset while \
-            answering. On an error, one line goes to stderr and the exit status is 1.
+            The connection is closed cleanly: everything is sent; with --replies N \
+            the write side stays open until the N replies have arrived, or until \
+            none has arrived for --timeout seconds (default 2), since some peers \
+            (the Rust tobytcp crate) stop answering once they see the end of the \
+            stream; then the write side is shut down (replies still missing are \
+            waited for as before), and toby waits for the peer to close its side \
+            too (at most --timeout, default 2 seconds), so the peer is never reset \
+            while answering. On an error, one line goes to stderr and the exit \
+            status is 1.
 
             Examples:
               toby send --port 15235 "toby is a good dog"
@@ -91,13 +96,22 @@ struct SendCommand: ParsableCommand {
                     try messenger.send(try payload(message, where: "argument"))
                 }
             }
+            // Only then end the stream: a peer built on the Rust crate shuts
+            // its socket down both ways when it reads our end of stream, and
+            // drops every reply it still owes. Bounded: once no reply came
+            // for --timeout (default 2 s) we close anyway, so a peer that
+            // answers fewer (an echo) sees the end and lets us report it.
+            let idle = timeout ?? 2
+            while !replies.finished {
+                if replies.progress.wait(timeout: .now() + idle) == .timedOut { break }
+            }
             try messenger.close()
+            replies.expectedDone.wait()
         } catch let error as TobyError {
             // If the replies already broke the connection, that is the cause.
             throw replies.error ?? error
         }
 
-        replies.expectedDone.wait()
         if let error = replies.error { throw error }
         if replies.received < self.replies {
             throw ToolError("the peer closed the connection after \(replies.received) of \(self.replies) replies")
@@ -128,7 +142,10 @@ struct SendCommand: ParsableCommand {
         let expectedDone = DispatchSemaphore(value: 0)
         /// Signalled when the stream has ended.
         let streamDone = DispatchSemaphore(value: 0)
-        private let state = Mutex<(received: Int, error: TobyError?)>((0, nil))
+        /// Signalled for every reply, and once more when they are all in
+        /// (or cannot come).
+        let progress = DispatchSemaphore(value: 0)
+        private let state = Mutex<(received: Int, error: TobyError?, finished: Bool)>((0, nil, false))
 
         init(expected: Int, hex: Bool) {
             self.expected = expected
@@ -137,10 +154,14 @@ struct SendCommand: ParsableCommand {
 
         var received: Int { state.withLock { $0.received } }
         var error: TobyError? { state.withLock { $0.error } }
+        /// The expected replies are in, or cannot come.
+        var finished: Bool { state.withLock { $0.finished } }
 
         func read(from receiver: TobyReceiver) {
             defer { streamDone.signal() }
             let more = readExpected(from: receiver)
+            state.withLock { $0.finished = true }
+            progress.signal()
             expectedDone.signal()
             guard more else { return }
             // Unasked-for messages: read so the peer is never blocked, not shown.
@@ -154,6 +175,7 @@ struct SendCommand: ParsableCommand {
                     let got: Void? = try receiver.receive { bytes in Output.line(Hex.display(bytes, hex: hex)) }
                     if got == nil { return false }
                     state.withLock { $0.received += 1 }
+                    progress.signal()
                 }
                 return true
             } catch {

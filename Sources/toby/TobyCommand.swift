@@ -1,5 +1,13 @@
 import ArgumentParser
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 @main
 struct TobyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,4 +26,12 @@ struct TobyCommand: ParsableCommand {
               toby send --unix /tmp/toby.sock --hex 00ff10
             """,
         subcommands: [EchoCommand.self, SendCommand.self, ListenCommand.self])
+
+    /// Ignores SIGPIPE before anything runs: a closed stdout (`toby listen |
+    /// head -1`) or a gone peer then shows up as EPIPE where it is handled
+    /// (``Output`` ends the tool quietly, with status 0), instead of killing it.
+    static func main() {
+        _ = signal(SIGPIPE, SIG_IGN)
+        main(nil)
+    }
 }

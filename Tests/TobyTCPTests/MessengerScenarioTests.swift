@@ -128,7 +128,7 @@ final class MessengerScenarioTests: XCTestCase {
         let port = listener.port
         listener.close()
         XCTAssertThrowsError(try TobyMessenger.connect(host: "127.0.0.1", port: port)) { error in
-            XCTAssertEqual(error as? TobyError, .system(operation: "connect", errno: ECONNREFUSED))
+            XCTAssertEqual(error as? TobyError, .systemAtAddress(operation: "connect", address: "127.0.0.1:\(port)", errno: ECONNREFUSED))
         }
     }
 

@@ -32,7 +32,7 @@ final class FrameSender: @unchecked Sendable {
     private static let framesPerPass = 1024
 
     private let socket: SocketHandle
-    private let writer: UnsafeMutablePointer<toby_writer>
+    private let byteOrder: toby_byte_order
     private let limit: UInt64
     private let maxQueuedBytes: Int
     private let lock = ConditionLock()
@@ -51,6 +51,7 @@ final class FrameSender: @unchecked Sendable {
     private var swaps = 0  // times a writer took the queue
 
     // Touched only by the thread that holds the writer role.
+    private var writer: UnsafeMutablePointer<toby_writer>?  // about 56 KiB, made by the first write
     private var batch: [[UInt8]] = []
     private var outs: [toby_out] = []
 
@@ -58,13 +59,23 @@ final class FrameSender: @unchecked Sendable {
         self.socket = socket
         self.limit = UInt64(configuration.maxFrameLength)
         self.maxQueuedBytes = configuration.maxQueuedSendBytes
-        writer = .allocate(capacity: 1)
-        let rc = toby_writer_init(writer, configuration.cByteOrder, socket.fd, toby_io_system())
-        precondition(rc == 0, "toby_writer_init: \(rc)")
+        self.byteOrder = configuration.cByteOrder
     }
 
     deinit {
-        writer.deallocate()
+        writer?.deallocate()
+    }
+
+    /// As the writer: the C writer, allocated on first use so that a
+    /// connection that never sends costs none of its buffers.
+    @inline(__always)
+    private func preparedWriter() -> UnsafeMutablePointer<toby_writer> {
+        if let writer { return writer }
+        let made = UnsafeMutablePointer<toby_writer>.allocate(capacity: 1)
+        // Cannot fail: its only error is TOBY_EINVAL for a NULL pointer.
+        _ = toby_writer_init(made, byteOrder, socket.fd, toby_io_system())
+        writer = made
+        return made
     }
 
     // MARK: Sending
@@ -301,11 +312,15 @@ final class FrameSender: @unchecked Sendable {
             outs.append(toby_out(data: base, len: message.count))
         }
         return withExtendedLifetime(messages) {
-            outs.withUnsafeMutableBufferPointer { write($0.baseAddress!, count: $0.count) }
+            outs.withUnsafeMutableBufferPointer { frames in
+                guard let base = frames.baseAddress else { return nil }  // nothing to write
+                return write(base, count: frames.count)
+            }
         }
     }
 
     private func write(_ frames: UnsafePointer<toby_out>, count: Int) -> TobyError? {
+        let writer = preparedWriter()
         var index = 0
         var offset: UInt64 = 0
         while true {

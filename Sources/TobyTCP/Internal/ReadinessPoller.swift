@@ -9,8 +9,14 @@ import Glibc
 /// empty does it park a continuation here (`EPOLLONESHOT`, re-armed per
 /// wait), so a consumer that keeps up never pays a thread hand-off, and no
 /// thread of Swift's cooperative pool ever blocks on a socket.
+///
+/// The poller is made by the first async wait that needs it, never by a
+/// socket's deinit, so blocking-only programs never pay its two descriptors
+/// and thread. If it cannot be made (no descriptors, no thread), that wait
+/// throws and the next one tries again.
 final class ReadinessPoller: @unchecked Sendable {
-    private static let shared = ReadinessPoller()
+    private static let creationLock = ConditionLock()
+    nonisolated(unsafe) private static var instance: ReadinessPoller?  // guarded by creationLock
 
     private struct Waiter {
         let continuation: CheckedContinuation<Void, Never>
@@ -25,26 +31,62 @@ final class ReadinessPoller: @unchecked Sendable {
     private var registered: Set<Int32> = []
     private var timedWaiters = 0
 
-    private init() {
+    private init(epollFD: Int32, wakeFD: Int32) {
+        self.epollFD = epollFD
+        self.wakeFD = wakeFD
+    }
+
+    /// Only a poller that could not start its thread ever goes away.
+    deinit {
+        _ = Glibc.close(wakeFD)
+        _ = Glibc.close(epollFD)
+    }
+
+    /// The process's poller, made on first use.
+    ///
+    /// - Throws: ``TobyError/system(operation:errno:)`` when the epoll
+    ///   instance, its eventfd or its thread cannot be had (for example
+    ///   `EMFILE`); a later call tries again.
+    static func shared() throws(TobyError) -> ReadinessPoller {
+        try creationLock.withLock { () throws(TobyError) -> ReadinessPoller in
+            if let instance { return instance }
+            let poller = try make()
+            instance = poller
+            return poller
+        }
+    }
+
+    /// A new poller with its thread running (the thread keeps it alive).
+    static func make() throws(TobyError) -> ReadinessPoller {
         var epollFD: Int32 = -1
         var wakeFD: Int32 = -1
         let rc = toby_poller_create(&epollFD, &wakeFD)
-        precondition(rc == 0, "epoll/eventfd setup failed: \(String(cString: toby_strerror(rc)))")
-        self.epollFD = epollFD
-        self.wakeFD = wakeFD
-        spawnDetachedThread { [self] in run() }
+        if rc != 0 { throw .system(operation: "epoll_create1/eventfd", errno: -rc) }
+        let poller = ReadinessPoller(epollFD: epollFD, wakeFD: wakeFD)
+        try spawnDetachedThread { poller.run() }  // on failure the deinit closes both fds
+        return poller
     }
 
     /// Suspends until `fd` is readable (or has hung up), `deadline`
     /// (monotonic nanoseconds) has passed, or the task is cancelled. The
     /// caller finds out which by reading again.
-    static func waitReadable(_ fd: Int32, deadline: UInt64? = nil) async {
-        await shared.wait(fd, deadline: deadline)
+    ///
+    /// - Throws: As ``shared()``.
+    static func waitReadable(_ fd: Int32, deadline: UInt64? = nil) async throws(TobyError) {
+        let poller = try shared()
+        await poller.wait(fd, deadline: deadline)
     }
 
-    /// Drops `fd` before it is closed, resuming any waiter.
+    /// The poller if one was made; for tests.
+    static var existingForTesting: ReadinessPoller? {
+        creationLock.withLock { instance }
+    }
+
+    /// Drops `fd` before it is closed, if a poller exists. A socket is only
+    /// forgotten by its deinit, so no wait on it can be pending.
     static func forget(_ fd: Int32) {
-        shared.remove(fd)
+        let poller = creationLock.withLock { instance }
+        poller?.remove(fd)
     }
 
     private func wait(_ fd: Int32, deadline: UInt64?) async {
@@ -86,14 +128,11 @@ final class ReadinessPoller: @unchecked Sendable {
     }
 
     private func remove(_ fd: Int32) {
-        lock.lock()
-        var waiter: Waiter?
-        if registered.remove(fd) != nil {
-            _ = toby_poller_disarm(epollFD, fd)
-            waiter = take(fd)
+        lock.withLock {
+            if registered.remove(fd) != nil {
+                _ = toby_poller_disarm(epollFD, fd)
+            }
         }
-        lock.unlock()
-        waiter?.continuation.resume()
     }
 
     /// With the lock held: the epoll_wait timeout for the nearest deadline.

@@ -59,8 +59,7 @@ final class SocketHandle: Sendable {
             let rc = Glibc.poll(&pfd, 1, timeoutMilliseconds)
             if rc > 0 { return true }
             if rc == 0 {
-                if deadline == nil { continue }
-                if monotonicNanoseconds() >= deadline! { return false }
+                if let deadline, monotonicNanoseconds() >= deadline { return false }
                 continue
             }
             let err = errno

@@ -38,7 +38,10 @@ package enum Threads {
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
         defer { pthread_attr_destroy(&attributes) }
-        if let stackSize { pthread_attr_setstacksize(&attributes, stackSize) }
+        if let stackSize {
+            let rc = pthread_attr_setstacksize(&attributes, stackSize)
+            if rc != 0 { throw .system(operation: "pthread_attr_setstacksize", errno: rc) }
+        }
         var thread = pthread_t()
         let rc = pthread_create(&thread, &attributes, { context in
             Unmanaged<Body>.fromOpaque(context!).takeRetainedValue().run()
@@ -52,8 +55,13 @@ package enum Threads {
     }
 }
 
-/// Starts a detached thread for the library itself, which cannot go on
-/// without it (the readiness poller); traps if the system refuses one.
-func spawnDetachedThread(_ body: @escaping @Sendable () -> Void) {
-    do throws(TobyError) { try Threads.spawn(body) } catch { preconditionFailure("\(error)") }
+/// Starts a detached OS thread running `body`. Used for the readiness poller:
+/// a thread of our own, so no task of Swift's cooperative pool ever blocks.
+///
+/// - Parameter stackSize: The thread's stack in bytes; nil for the default.
+/// - Throws: ``TobyError/system(operation:errno:)`` for `pthread_create`
+///   (`EAGAIN` when the process or system is out of threads or memory);
+///   `body` is then released without running.
+func spawnDetachedThread(stackSize: Int? = nil, _ body: @escaping @Sendable () -> Void) throws(TobyError) {
+    try Threads.spawn(stackSize: stackSize, body)
 }
