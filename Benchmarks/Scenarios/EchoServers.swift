@@ -40,10 +40,13 @@ enum EchoServers {
             }
         }
         var rows = [row("TobyServer handler, send(contentsOf:) batch (loops = cores)", .toby) { try TobyServerEcho(loops: loops) }]
+        rows.append(row("TobyServer.serve async, batches, task on its loop", .toby) { try TobyAsyncEcho(loops: loops, preferLoop: true) })
+        rows.append(row("TobyServer.serve async, batches, task on the global pool", .toby) { try TobyAsyncEcho(loops: loops, preferLoop: false) })
         if blockingRow {
             rows.append(row("TobyTCP thread / conn (toby echo --api blocking)", .toby) { try TobyThreadEcho() })
         }
         rows.append(row("SwiftNIO (loops = cores, flush on read complete)", .nio) { try NIOEchoServer(loops: loops) })
+        rows.append(row("SwiftNIO NIOAsyncChannel, task per connection", .nioAsync) { try NIOAsyncEchoServer(loops: loops) })
         rows.append(row("kernel echo (epoll, raw bytes, thread / core)", .kernel) { try KernelEchoServer(threads: loops) })
         return rows
     }
@@ -63,7 +66,7 @@ enum EchoServers {
                 connections: connections, messages: messages, window: window, clientThreads: clientThreads,
                 idleMemory: false, blockingRow: true, timeout: settings.timeout))
         scenario.summary = { result in
-            targets(result, nio: 5, kernel: 0.8)
+            targets(result, nio: 5, kernel: 0.8) + asyncTargets(result, nioAsync: 10, handler: 0.5)
         }
         return scenario
     }
@@ -97,7 +100,7 @@ enum EchoServers {
             "threads: /proc/self/task with the connections open minus before the server started; "
                 + "KiB/idle conn: /proc/self/statm RSS delta of the open idle connections / their count")
         scenario.summary = { result in
-            var lines = targets(result, nio: 2, kernel: nil)
+            var lines = targets(result, nio: 2, kernel: nil) + asyncTargets(result, nioAsync: 3, handler: nil)
             if let toby = tobyServer(result), toby.problem == nil {
                 let threads = toby.medians["server_threads"] ?? .nan
                 let kib = toby.medians["idle_kib_per_connection"] ?? .nan
@@ -112,7 +115,26 @@ enum EchoServers {
     }
 
     static func tobyServer(_ result: ScenarioResult) -> RowResult? {
-        result.rows.first { $0.name.hasPrefix("TobyServer") }
+        result.rows.first { $0.name.hasPrefix("TobyServer handler") }
+    }
+
+    /// The issue 10 targets: the async echo (task on its loop) against
+    /// NIOAsyncChannel and against the loop handler.
+    static func asyncTargets(_ result: ScenarioResult, nioAsync: Double, handler: Double?) -> [String] {
+        guard let async = result.rows.first(where: { $0.name.contains("task on its loop") }), async.problem == nil,
+            let nio = result.rows.first(where: { $0.name.contains("NIOAsyncChannel") }), nio.problem == nil
+        else { return [] }
+        var parts: [String] = []
+        if let ratio = result.ratio(async, to: nio) {
+            parts.append("\(Table.times(ratio)) NIOAsyncChannel (≥ \(fixed(nioAsync, 0))×: \(ratio >= nioAsync ? "met" : "MISSED"))")
+        }
+        if let handler, let toby = tobyServer(result), let ratio = result.ratio(async, to: toby) {
+            parts.append("\(Table.times(ratio)) the loop handler (≥ \(fixed(handler, 1))×: \(ratio >= handler ? "met" : "MISSED"))")
+        }
+        if let pool = result.rows.first(where: { $0.name.contains("global pool") }), let ratio = result.ratio(pool, to: async) {
+            parts.append("without executor preference \(Table.times(ratio)) with it")
+        }
+        return parts.isEmpty ? [] : ["issue 10 targets: async TobyServer.serve " + parts.joined(separator: ", ")]
     }
 
     /// The issue's throughput targets for the first row (TobyServer).
