@@ -85,6 +85,24 @@ struct OutputQueue {
         append(chunk: .borrowed(bytes), bytes: bytes.count)
     }
 
+    /// Appends every message of a lent batch: its frames straight from the
+    /// ring when they are contiguous there in `order`, else re-framed.
+    /// One call per batch, so the owner's exclusive access is checked once.
+    /// Returns the index of the first message over `limit` (nothing from it
+    /// on is queued), or nil.
+    mutating func append(forwarding messages: TobyMessages, order: toby_byte_order, limit: Int, pool: BufferPool) -> Int? {
+        for index in 0..<messages.count {
+            let message = messages.base[index]
+            if message.count > limit { return index }
+            if let framed = message.framed, message.order == order {
+                append(borrowedFrame: framed, pool: pool)
+            } else {
+                append(payload: message.bytes, order: order, pool: pool)
+            }
+        }
+        return nil
+    }
+
     /// Appends already framed bytes held by an array (retained).
     mutating func append(framedArray array: [UInt8]) {
         guard !array.isEmpty else { return }

@@ -200,21 +200,16 @@ public final class TobyConnection: @unchecked Sendable {
     /// Sends every message of a batch on, unchanged and in order: echoing a
     /// whole read costs one iovec per contiguous run of the ring.
     public func send(contentsOf messages: TobyMessages) throws(TobyError) {
-        guard loop.isCurrent, state.acceptsSends else {
+        guard loop.isCurrent, state.acceptsSends, loop.currentDirect == nil else {
             for message in messages { try send(message) }
             return
         }
         let limit = configuration.maxFrameLength
-        let pool = loop.outputPool
-        for index in 0..<messages.count {
-            let message = messages.base[index]
-            if let framed = message.framed, message.order == order, message.count <= limit {
-                output.append(borrowedFrame: framed, pool: pool)
-            } else {
-                try send(message)
-            }
-        }
+        let tooLarge = output.append(forwarding: messages, order: order, limit: limit, pool: loop.outputPool)
         markDirty()
+        if let index = tooLarge {
+            throw .frameTooLarge(length: UInt64(messages[index].count), limit: UInt64(limit), prefix: [])
+        }
     }
 
     /// Sends everything queued, then ends our side of the stream (the peer
