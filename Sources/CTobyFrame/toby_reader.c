@@ -294,3 +294,30 @@ int toby_reader_set_ring(toby_reader *r, uint8_t *ring, size_t capacity) {
     r->tail = 0;
     return 0;
 }
+
+size_t toby_reader_take(toby_reader *r, toby_span *out, size_t max) {
+    if (r == NULL || out == NULL || r->ring == NULL || r->error != 0 ||
+        r->direct_left != 0 || r->current != 0)
+        return 0;
+    size_t n = 0;
+    const size_t mask = ring_mask(r);
+    while (n < max) {
+        size_t avail = ring_used(r);
+        if (avail < TOBY_PREFIX_SIZE)
+            break;
+        size_t start = r->head & mask;
+        if (start + TOBY_PREFIX_SIZE > r->capacity)
+            break; /* the prefix wraps */
+        uint64_t length = toby__prefix_decode(r->ring + start, r->order);
+        if (length > r->max_frame || length > r->capacity - TOBY_PREFIX_SIZE)
+            break; /* next() reports the limit or takes the direct path */
+        size_t frame_size = TOBY_PREFIX_SIZE + (size_t)length;
+        if (avail < frame_size || start + frame_size > r->capacity)
+            break; /* incomplete, or the payload wraps */
+        out[n].data = r->ring + start + TOBY_PREFIX_SIZE;
+        out[n].len = (size_t)length;
+        r->head += frame_size;
+        n++;
+    }
+    return n;
+}

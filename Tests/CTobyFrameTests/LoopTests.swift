@@ -310,3 +310,66 @@ final class LoopMechanismTests: XCTestCase {
         XCTAssertTrue(io.sendFlags.allSatisfy { $0 & msgNoSignal != 0 }, "never SIGPIPE")
     }
 }
+
+/// toby_reader_take, the event loop's batch fast path, against the
+/// reference decoder and against next() alone, on random streams.
+final class ReaderTakeTests: XCTestCase {
+    func testTakeAgreesWithTheReferenceOnRandomStreams() {
+        var rng = SplitMix64(state: 77)
+        for round in 0..<400 {
+            let order = bothOrders[Int(rng.next() % 2)]
+            let capacity = [16, 32, 64, 256][Int(rng.next() % 4)]
+            let maxFrame: UInt64 = rng.next() % 5 == 0 ? 40 : 1000
+            var frames: [[UInt8]] = []
+            for _ in 0..<Int(rng.next() % 30) {
+                let size = rng.next() % 6 == 0 ? Int(rng.next() % 300) : Int(rng.next() % 20)
+                frames.append((0..<size).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
+            }
+            var stream = referenceEncode(frames, order)
+            if rng.next() % 3 == 0 { stream = Array(stream.dropLast(Int(rng.next() % 9))) }  // cut: truncation
+            var chunks: [[UInt8]] = []
+            var rest = stream[...]
+            while !rest.isEmpty {
+                let n = min(rest.count, 1 + Int(rng.next() % 90))
+                chunks.append(Array(rest.prefix(n)))
+                rest = rest.dropFirst(n)
+            }
+            let want = referenceDecode(stream, order, maxFrame: maxFrame)
+            for take in [1, 3, 1000] {
+                let box = ReaderBox(capacity: capacity, maxFrame: maxFrame, order: order, recv: chunks.map { .data($0) })
+                let res = drain(box, take: take)
+                XCTAssertEqual(res.frames, want.frames, "round \(round) take \(take) capacity \(capacity)")
+                XCTAssertEqual(res.outcome, want.outcome, "round \(round) take \(take) capacity \(capacity)")
+            }
+        }
+    }
+
+    func testTakeStopsAtWrapsAndLeavesThemToNext() {
+        // 16-byte ring: a 9-byte frame, then one whose prefix wraps.
+        let stream = referenceEncode([[1], [2, 3, 4, 5]], littleEndian)
+        let box = ReaderBox(capacity: 16, maxFrame: 100, order: littleEndian, recv: [.data(Array(stream[0..<9])), .data(Array(stream[9...]))])
+        XCTAssertEqual(box.fill(), 9)
+        var spans = [toby_span](repeating: toby_span(), count: 4)
+        XCTAssertEqual(spans.withUnsafeMutableBufferPointer { toby_reader_take(box.reader, $0.baseAddress, 4) }, 1)
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: spans[0].data, count: spans[0].len)), [1])
+        XCTAssertEqual(box.fill(), 12, "the rest, around the ring's end")
+        XCTAssertEqual(spans.withUnsafeMutableBufferPointer { toby_reader_take(box.reader, $0.baseAddress, 4) }, 0,
+                       "the second frame's prefix wraps: left to next()")
+        var f = toby_frame()
+        XCTAssertEqual(box.next(&f), statusFrame)
+        XCTAssertEqual(segmentBytes(f), [2, 3, 4, 5])
+        XCTAssertEqual(UnsafeRawPointer(f.data.0), UnsafeRawPointer(box.ring + 1), "its payload starts after the wrapped prefix")
+    }
+}
+
+/// Deterministic pseudo-random numbers for the randomized tests.
+private struct SplitMix64 {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -287,17 +287,30 @@ func segmentBytes(_ f: toby_frame) -> [UInt8] {
 /// Runs the reader until TOBY_END or an error: consumes TOBY_FRAMEs, reads
 /// TOBY_FRAME_DIRECT payloads through direct_take + direct_fill, fills on
 /// TOBY_NEED_MORE. -EAGAIN from a fill is retried (the script moves on).
-func drain(_ box: ReaderBox, fillFlags: Int32 = 0, file: StaticString = #filePath, line: UInt = #line)
+/// With `take` > 0, toby_reader_take (at most `take` frames a call) runs
+/// before every next(), as an event loop does.
+func drain(_ box: ReaderBox, fillFlags: Int32 = 0, take: Int = 0, file: StaticString = #filePath, line: UInt = #line)
     -> DrainResult
 {
     var res = DrainResult()
     var f = toby_frame()
     var steps = 0
+    var spans = [toby_span](repeating: toby_span(), count: max(take, 1))
     while true {
         steps += 1
         if steps > 10_000_000 {
             XCTFail("reader does not terminate", file: file, line: line)
             return res
+        }
+        if take > 0 {
+            let n = spans.withUnsafeMutableBufferPointer { toby_reader_take(box.reader, $0.baseAddress, take) }
+            XCTAssertLessThanOrEqual(n, take, file: file, line: line)
+            for span in spans[0..<n] {
+                res.frames.append(Array(UnsafeBufferPointer(start: span.data, count: span.len)))
+                // The prefix lies right before the payload.
+                let prefix = Array(UnsafeBufferPointer(start: span.data - 8, count: 8))
+                XCTAssertEqual(prefix, referencePrefix(UInt64(span.len), box.reader.pointee.order), file: file, line: line)
+            }
         }
         let rc = box.next(&f)
         switch rc {

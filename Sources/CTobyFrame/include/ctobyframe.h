@@ -401,6 +401,25 @@ int toby_poller_wake(int wake_fd);
  */
 int toby_reader_set_ring(toby_reader *r, uint8_t *ring, size_t capacity);
 
+/** A payload lent in place by toby_reader_take(). */
+typedef struct toby_span {
+    const uint8_t *data;
+    size_t len;
+} toby_span;
+
+/**
+ * The fast path of toby_reader_next() for a batch: takes up to `max`
+ * complete frames that lie unwrapped in the ring, consumes each, and
+ * describes their payloads in `out` (caller-owned, `max` entries). Their
+ * bytes stay valid until the next fill (consumed space is only reused by a
+ * fill), and each payload's 8 prefix bytes lie right before it. Stops at the
+ * first frame it does not handle — incomplete, wrapping around the ring's
+ * end, larger than the ring, over the limit — and at any pending error or
+ * end of stream, all left for toby_reader_next() to report in order.
+ * Returns the number of frames taken (0 when the next one needs next()).
+ */
+size_t toby_reader_take(toby_reader *r, toby_span *out, size_t max);
+
 /** Bytes buffered in the ring and not yet consumed (a loop gives the ring
  *  back to its pool when this is 0). */
 size_t toby_reader_buffered(const toby_reader *r);

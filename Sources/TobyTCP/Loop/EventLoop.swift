@@ -65,6 +65,9 @@ final class EventLoop: @unchecked Sendable {
     /// Room for one batch of lent messages (grown on demand).
     private(set) var batch: UnsafeMutablePointer<TobyMessage>
     private(set) var batchCapacity = 1024
+    /// Where `toby_reader_take` describes the frames of a read.
+    let spans: UnsafeMutablePointer<toby_span>
+    static let spanCapacity = 1024
     /// Where a frame that wraps around a ring's end is made contiguous (at
     /// most one frame per batch can wrap).
     private var scratch: UnsafeMutableRawPointer?
@@ -84,6 +87,7 @@ final class EventLoop: @unchecked Sendable {
         events = .allocate(capacity: EventLoop.eventCapacity)
         iov = .allocate(capacity: Int(TOBY_WRITER_IOV))
         batch = .allocate(capacity: batchCapacity)
+        spans = .allocate(capacity: EventLoop.spanCapacity)
     }
 
     deinit {
@@ -92,6 +96,7 @@ final class EventLoop: @unchecked Sendable {
         events.deallocate()
         iov.deallocate()
         batch.deallocate()
+        spans.deallocate()
         scratch?.deallocate()
     }
 

@@ -91,12 +91,29 @@ struct OutputQueue {
     /// Returns the index of the first message over `limit` (nothing from it
     /// on is queued), or nil.
     mutating func append(forwarding messages: TobyMessages, order: toby_byte_order, limit: Int, pool: BufferPool) -> Int? {
+        // Consecutive ring frames are adjacent in memory: gather each run of
+        // them into one range first, then queue the range once.
+        var runStart: UnsafeRawPointer?
+        var runLength = 0
+        defer {
+            if let runStart { append(borrowedFrame: UnsafeRawBufferPointer(start: runStart, count: runLength), pool: pool) }
+        }
+        let prefixSize = Int(TOBY_PREFIX_SIZE)
         for index in 0..<messages.count {
             let message = messages.base[index]
             if message.count > limit { return index }
-            if let framed = message.framed, message.order == order {
-                append(borrowedFrame: framed, pool: pool)
+            if message.prefixed, message.order == order, let start = message.start {
+                let frame = start - prefixSize
+                if let run = runStart, run + runLength == frame {
+                    runLength += message.count + prefixSize
+                } else {
+                    if let run = runStart { append(borrowedFrame: UnsafeRawBufferPointer(start: run, count: runLength), pool: pool) }
+                    runStart = frame
+                    runLength = message.count + prefixSize
+                }
             } else {
+                if let run = runStart { append(borrowedFrame: UnsafeRawBufferPointer(start: run, count: runLength), pool: pool) }
+                runStart = nil
                 append(payload: message.bytes, order: order, pool: pool)
             }
         }

@@ -518,9 +518,26 @@ public final class TobyConnection: @unchecked Sendable {
         let prefixSize = Int(TOBY_PREFIX_SIZE)
         var batch = loop.batch
         var capacity = loop.batchCapacity
+        let spans = loop.spans
         var n = count
         defer { count = n }
         while true {
+            // The common case in C, many frames per call.
+            if n == capacity {
+                loop.reserveBatch(n + 1)
+                batch = loop.batch
+                capacity = loop.batchCapacity
+            }
+            let room = min(capacity - n, EventLoop.spanCapacity)
+            let taken = toby_reader_take(reader, spans, room)
+            for i in 0..<taken {
+                batch[n + i] = TobyMessage(
+                    start: UnsafeRawPointer(spans[i].data), count: spans[i].len, prefixed: true, order: order)
+            }
+            n += taken
+            if taken == room { continue }
+            // Anything else (a frame that wraps, a direct frame, the end, an
+            // error, or simply no complete frame) through the general path.
             let status = toby_reader_next(reader, &frame)
             guard status == Int32(TOBY_FRAME) else { return status }
             if n == capacity {

@@ -8,18 +8,37 @@ import CTobyFrame
 /// keep the pointer past the call; copy with `Array(message.bytes)` to keep
 /// the bytes.
 public struct TobyMessage {
-    /// The payload, valid only during the handler call that lent it.
-    public let bytes: UnsafeRawBufferPointer
-
-    /// Prefix and payload together when they lie contiguous in the ring, so
-    /// forwarding the message sends these bytes as they are.
-    let framed: UnsafeRawBufferPointer?
-
-    /// Byte order of the prefix in `framed`.
-    let order: toby_byte_order
+    let start: UnsafeRawPointer?
 
     /// Payload length in bytes.
-    public var count: Int { bytes.count }
+    public let count: Int
+
+    /// The message's 8 prefix bytes lie right before `start`, in `order`
+    /// (a frame in the ring), so forwarding it sends them as they are.
+    let prefixed: Bool
+
+    /// Byte order of the prefix before `start`.
+    let order: toby_byte_order
+
+    /// The payload, valid only during the handler call that lent it.
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: start, count: count) }
+
+    /// Prefix and payload together, when they lie contiguous in the ring.
+    var framed: UnsafeRawBufferPointer? {
+        guard prefixed, let start else { return nil }
+        return UnsafeRawBufferPointer(start: start - Int(TOBY_PREFIX_SIZE), count: count + Int(TOBY_PREFIX_SIZE))
+    }
+
+    init(start: UnsafeRawPointer?, count: Int, prefixed: Bool, order: toby_byte_order) {
+        self.start = start
+        self.count = count
+        self.prefixed = prefixed
+        self.order = order
+    }
+
+    init(bytes: UnsafeRawBufferPointer, framed: UnsafeRawBufferPointer?, order: toby_byte_order) {
+        self.init(start: bytes.baseAddress, count: bytes.count, prefixed: framed != nil, order: order)
+    }
 }
 
 /// The complete messages one read brought, in order, lent for the duration
