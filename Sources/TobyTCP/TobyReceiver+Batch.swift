@@ -25,7 +25,7 @@ extension TobyReceiver {
         return collectBuffered(after: first, maxCount: maxCount)
     }
 
-    /// The asynchronous form of ``receiveAvailable(maxCount:)-(Int)``: waits
+    /// The asynchronous form of `receiveAvailable(maxCount:)`: waits
     /// without blocking a thread, then returns the first message with every
     /// complete message already buffered behind it.
     ///

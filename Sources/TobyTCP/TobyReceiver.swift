@@ -250,7 +250,7 @@ public final class TobyReceiver: @unchecked Sendable {
     /// After `close()` returns, no receive delivers a message, not even one
     /// already buffered: every receive, blocked at that moment or called
     /// later, returns the end of the stream at once (`nil`; an empty batch
-    /// for ``receiveAvailable(maxCount:)-(Int)``; ``tryReceive()`` throws
+    /// for `receiveAvailable(maxCount:)`; ``tryReceive()`` throws
     /// ``TobyError/closed``). What the receiver buffered is released, and
     /// the peer's further bytes cost no memory here: the socket's read side
     /// is shut down, and its receive buffer is cut to the minimum, so the

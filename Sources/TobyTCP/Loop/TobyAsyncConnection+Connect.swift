@@ -8,6 +8,10 @@ extension TobyAsyncConnection {
     /// `group`'s loops, and the connection is served by that loop.
     ///
     /// - Parameters:
+    ///   - host: A name or a numeric IPv4/IPv6 address.
+    ///   - port: The TCP port.
+    ///   - configuration: Framing, limits and timeouts of the connection.
+    ///   - group: The loops; the connection is served by one of them.
     ///   - timeout: For each address's connect.
     /// - Throws: ``TobyError/unresolvableHost(host:reason:)``,
     ///   ``TobyError/timedOut(_:)``, ``TobyError/system(operation:errno:)``
@@ -51,6 +55,15 @@ extension TobyAsyncConnection {
     }
 
     /// Connects to a Unix domain socket without blocking a thread.
+    ///
+    /// - Parameters:
+    ///   - unixPath: The socket's path (never truncated).
+    ///   - configuration: Framing, limits and timeouts of the connection.
+    ///   - group: The loops; the connection is served by one of them.
+    ///   - timeout: For the connect.
+    /// - Throws: ``TobyError/unixPathTooLong(path:length:limit:)``,
+    ///   ``TobyError/timedOut(_:)``, ``TobyError/system(operation:errno:)``,
+    ///   or `CancellationError`.
     public static func connect(
         unixPath: String, configuration: TobyConfiguration = .default,
         group: TobyEventLoopGroup, timeout: Duration = .seconds(10)

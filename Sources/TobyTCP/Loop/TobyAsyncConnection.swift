@@ -398,6 +398,11 @@ extension TobyServer {
     /// everything it sent goes out, then the stream ends.
     ///
     /// - Parameters:
+    ///   - host: A numeric address or a name; `"0.0.0.0"` or `"::"` for all.
+    ///   - port: The port; 0 picks a free one (read it from ``port``).
+    ///   - configuration: Framing, limits and timeouts of every connection.
+    ///   - options: Back-pressure and backlog.
+    ///   - group: The loops to serve on; nil makes a group the server owns.
     ///   - preferLoopExecutor: run each connection's task with its loop as
     ///     executor preference (default), so I/O resumes it on the loop's
     ///     thread without a hop; false runs it on Swift's global pool.
@@ -415,6 +420,14 @@ extension TobyServer {
 
     /// Listens on a Unix domain socket and serves each connection with an
     /// async `body` (see ``serve(host:port:configuration:options:group:preferLoopExecutor:_:)``).
+    ///
+    /// - Parameters:
+    ///   - unixPath: The socket's path; it must not exist, and ``close(gracePeriod:)`` removes it.
+    ///   - configuration: Framing, limits and timeouts of every connection.
+    ///   - options: Back-pressure and backlog.
+    ///   - group: The loops to serve on; nil makes a group the server owns.
+    ///   - preferLoopExecutor: as for the TCP form.
+    ///   - body: Serves one connection.
     public static func serve(
         unixPath: String, configuration: TobyConfiguration = .default,
         options: Options = Options(), group: TobyEventLoopGroup? = nil, preferLoopExecutor: Bool = true,
