@@ -9,6 +9,8 @@
  *            bit 2: call next() twice for every frame (must agree)
  *            bit 3: fill once while holding each frame (must not disturb it)
  *            bit 4: pass MSG_DONTWAIT to fills (only forwarded)
+ *            bit 5: take frames with toby_reader_take (1 + byte 4 % 8 a
+ *                   call) before every next(), as an event loop does
  *   byte 2,3 max frame: (b2 | b3 << 8) % 2048        (small, so direct
  *            frames are bounded and the limit is easy to hit)
  *   byte 4   direct-fill destination piece size: 0 = all that is owed,
@@ -199,6 +201,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
     int twice = (in[1] >> 2) & 1;
     int fill_holding = (in[1] >> 3) & 1;
     int flags = (in[1] >> 4) & 1 ? MSG_DONTWAIT : 0;
+    int take = (in[1] >> 5) & 1;
     uint64_t max_frame = (uint64_t)(in[2] | (in[3] << 8)) % 2048;
     size_t piece = in[4];
     size_t nspecs = in[5] % 32;
@@ -231,6 +234,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
     for (unsigned long steps = 0;; steps++) {
         CHECK(steps < 10UL * 1000 * 1000);
         CHECK(toby_reader_buffered(&r) <= cap);
+        if (take) {
+            toby_span spans[8];
+            size_t most = 1 + piece % 8;
+            size_t got = toby_reader_take(&r, spans, most);
+            CHECK(got <= most);
+            for (size_t i = 0; i < got; i++, k++) {
+                CHECK(k < ref.count);
+                CHECK(spans[i].len == ref.frames[k].length);
+                CHECK(spans[i].data >= ring + 8 && spans[i].data + spans[i].len <= ring + cap);
+                CHECK(memcmp(spans[i].data, data + ref.frames[k].offset, spans[i].len) == 0);
+            }
+        }
         int rc = toby_reader_next(&r, &f);
         if (rc == TOBY_FRAME) {
             CHECK(k < ref.count);
