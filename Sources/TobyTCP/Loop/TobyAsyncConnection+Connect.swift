@@ -103,8 +103,11 @@ extension TobyAsyncConnection {
             return AsyncClientBridge(connection: connection)
         }
         _ = try loop.adoptClient(fd: fd, peer: peer, core: core)
-        // Made synchronously by adoptClient's open(); never nil here.
-        guard let connection = made.connection else { throw .closed }
+        // Made synchronously by adoptClient's open(); never nil here. The box
+        // lets go of it so the factory does not keep the connection alive.
+        let connection = made.connection
+        made.connection = nil
+        guard let connection else { throw .closed }
         return connection
     }
 

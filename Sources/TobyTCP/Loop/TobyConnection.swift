@@ -22,7 +22,7 @@ public final class TobyConnection: @unchecked Sendable {
     public let peer: String
 
     /// The connection's configuration (the server's).
-    public var configuration: TobyConfiguration { server.configuration }
+    public let configuration: TobyConfiguration
 
     /// The lifecycle, one state at a time instead of interacting flags.
     enum State: Equatable {
@@ -66,7 +66,10 @@ public final class TobyConnection: @unchecked Sendable {
     /// safe to call (it then throws `closed`). The loop's reference to the
     /// connection goes when the connection closes, so no cycle outlives it.
     let loop: EventLoop
-    let server: ServerCore
+    /// The server (or client context) it belongs to; dropped when the
+    /// connection closes, so a closed connection that user code keeps does
+    /// not keep the server's handler factory (and what it captured) alive.
+    private(set) var server: ServerCore?
     private let order: toby_byte_order
     private let highWater: Int
     private let lowWater: Int
@@ -115,6 +118,7 @@ public final class TobyConnection: @unchecked Sendable {
         self.loop = loop
         self.server = server
         let configuration = server.configuration
+        self.configuration = configuration
         order = configuration.byteOrder == .littleEndian ? TOBY_LITTLE_ENDIAN : TOBY_BIG_ENDIAN
         highWater = server.options.writeHighWaterMark
         lowWater = server.options.writeLowWaterMark
@@ -349,7 +353,7 @@ public final class TobyConnection: @unchecked Sendable {
     // MARK: Loop events
 
     func open() {
-        handler = server.makeHandler(self)
+        handler = server?.makeHandler(self)
         armReadDeadline()
         withHandler { $0.connectionOpened(self) }
         flushIfNeeded()
@@ -806,7 +810,8 @@ public final class TobyConnection: @unchecked Sendable {
         }
         direct = []
         failOutputWaiters(error ?? .closed, unsent: unsent)
-        server.connectionClosed()
+        server?.connectionClosed()
+        server = nil
         if inHandler {
             closedDuringHandler = .some(error)
         } else {
