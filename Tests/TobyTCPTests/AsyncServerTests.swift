@@ -209,6 +209,54 @@ final class AsyncServerTests: XCTestCase {
         try await fresh.close()
     }
 
+    /// A send waiting for room (no writeTimeout) ends with CancellationError
+    /// when its task is cancelled; the waiter is gone and the connection
+    /// still works once the peer reads.
+    func testCancellingASendWaitingForRoom() async throws {
+        let group = try makeGroup()
+        let listener = try TobyListener(port: 0)
+        defer { listener.close() }
+        let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: listener.port, group: group)
+        let peer = try listener.accept()
+        let big = [UInt8](repeating: 2, count: 1 << 20)
+        // Fill the queue past the high-water mark: the peer reads nothing yet.
+        let filler = Task {
+            var accepted = 0
+            while !Task.isCancelled {
+                do { try await client.send(big) } catch { break }
+                accepted += 1
+            }
+            return accepted
+        }
+        try await Task.sleep(for: .milliseconds(200))  // let the queue fill (the checks below do not depend on it)
+        filler.cancel()
+        let accepted = await filler.value
+        XCTAssertGreaterThan(accepted, 0)
+        let blocked = Task { try await client.send(big) }
+        try await Task.sleep(for: .milliseconds(50))
+        blocked.cancel()
+        do {
+            try await blocked.value
+            XCTFail("the send was accepted although the queue was full")
+        } catch {
+            XCTAssertTrue(error is CancellationError, "\(error)")
+        }
+        // The peer reads everything; the connection still accepts and delivers.
+        let receiver = try peer.start()
+        let reader = Task.detached { () -> Int in
+            var got = 0
+            while let message = try? receiver.receive() {
+                if message == [9] { return got }
+                got += 1
+            }
+            return -1
+        }
+        try await client.send([9])
+        let read = await reader.value
+        XCTAssertEqual(read, accepted, "every accepted message, then the one after the cancellation")
+        try await client.close()
+    }
+
     func testGracefulCloseDrainsEveryAcceptedMessage() async throws {
         let group = try makeGroup()
         let events = ServerEvents()
