@@ -75,6 +75,19 @@ final class ReceiveStyleTests: XCTestCase {
         XCTAssertNil(receiver.error, "a clean end")
     }
 
+    /// The receiver is a `Sequence` only: in async code `map`, `prefix` and
+    /// `first(where:)` are the blocking `Sequence` ones, not ambiguous
+    /// (async iteration is ``TobyAsyncConnection``'s).
+    func testReceiverIsASequenceOnly() throws {
+        let (messenger, peer) = try makePair()
+        let receiver = try messenger.start()
+        XCTAssertFalse((receiver as Any) is any AsyncSequence, "TobyReceiver must not be an AsyncSequence")
+        peer.write(frame([1]) + frame([2, 2]) + frame([3, 3, 3]))
+        XCTAssertEqual(Array(receiver.prefix(2)), [[1], [2, 2]])
+        peer.shutdownWrite()
+        XCTAssertEqual(receiver.map(\.count), [3])
+    }
+
     /// The async connection's `messages` ends with the error only after
     /// every complete message before it (what `for try await message in
     /// receiver` used to prove for the receiver).
