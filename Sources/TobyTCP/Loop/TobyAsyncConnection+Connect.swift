@@ -8,7 +8,12 @@ extension TobyAsyncConnection {
     /// `group`'s loops, and the connection is served by that loop.
     ///
     /// - Parameters:
+    ///   - host: A numeric address or a name.
+    ///   - port: The port, 0...65535.
+    ///   - configuration: Framing, limits and timeouts of the connection.
+    ///   - group: The loops; the connection is served by the next one.
     ///   - timeout: For each address's connect.
+    /// - Returns: The connected connection.
     /// - Throws: ``TobyError/unresolvableHost(host:reason:)``,
     ///   ``TobyError/timedOut(_:)``, ``TobyError/system(operation:errno:)``
     ///   from the last address tried (for example ECONNREFUSED), or

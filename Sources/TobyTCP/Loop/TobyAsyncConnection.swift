@@ -398,10 +398,17 @@ extension TobyServer {
     /// everything it sent goes out, then the stream ends.
     ///
     /// - Parameters:
+    ///   - host: A numeric address or a name; `"0.0.0.0"` or `"::"` for all.
+    ///   - port: The port; 0 picks a free one (read it from ``port``).
+    ///   - configuration: Framing, limits and timeouts of every connection.
+    ///   - options: Back-pressure and backlog.
+    ///   - group: The loops to serve on; nil makes a group of one loop per
+    ///     core that the server owns and stops when it closes.
     ///   - preferLoopExecutor: run each connection's task with its loop as
     ///     executor preference (default), so I/O resumes it on the loop's
     ///     thread without a hop; false runs it on Swift's global pool.
     ///   - body: Serves one connection.
+    /// - Returns: The running server.
     /// - Throws: As ``listen(host:port:configuration:options:group:handler:)``.
     public static func serve(
         host: String = "127.0.0.1", port: Int, configuration: TobyConfiguration = .default,
