@@ -1,3 +1,4 @@
+import CTobyFrame
 import Foundation
 import XCTest
 
