@@ -1,150 +1,209 @@
 import TobyTCP
 
-/// TobyTCP with `for try await message in receiver` on the receiving side
-/// (sending stays the blocking `send`, which only waits for the kernel).
+/// TobyTCP's async API on the event loops: the client is a
+/// `TobyAsyncConnection` (`connect(host:port:group:)`, its task running with
+/// the connection's loop as executor preference), the server a
+/// `TobyServer.serve` task per connection on its loop (the default
+/// preference). One group of one loop per core serves both sides, as in
+/// `TobyServerEcho`. No thread of Swift's pool blocks on either side.
 enum TobyAsync {
-    /// One-way: a sender thread with `send(contentsOf:)`, a receiving task.
-    static func oneWay(size: Int, count: Int, timeout: Double) throws -> Sample {
-        let payloads = Payloads(size: size)
-        return try Toby.with(1) { all in
-            let connection = all[0]
-            let failures = Failures()
-            let (sender, nanoseconds, checker) = try runAsync(timeout: timeout) {
-                let start = nowNanoseconds()
-                let sender = Worker {
-                    do { try Toby.send(payloads, count: count, through: connection.client, style: .batches) } catch { failures.record(error) }
-                }
-                var check = Checker(payloads)
-                for try await message in connection.serverReceiver {
-                    check.check(message)
-                    if check.count == count { break }
-                }
-                return (sender, nowNanoseconds() - start, check)
+    /// Runs `body` with a group and a `serve` server on it (its port).
+    static func with<T>(
+        serve: @escaping @Sendable (TobyAsyncConnection) async throws -> Void,
+        _ body: (TobyEventLoopGroup, Int) throws -> T
+    ) throws -> T {
+        let group = try TobyEventLoopGroup(threads: EchoBench.cores)
+        defer { group.shutdown() }
+        let server = try TobyServer.serve(host: "127.0.0.1", port: 0, group: group, serve)
+        defer { server.close() }
+        return try body(group, server.port)
+    }
+
+    /// Connects one client and runs `body` on it, with the connection's loop
+    /// as the task's executor preference; closes it gracefully afterwards.
+    static func client<T: Sendable>(
+        group: TobyEventLoopGroup, port: Int, timeout: Double,
+        _ body: @escaping @Sendable (TobyAsyncConnection) async throws -> T
+    ) throws -> T {
+        try runAsync(timeout: timeout) {
+            let connection = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: port, group: group)
+            do {
+                let result = try await withTaskExecutorPreference(connection.executor) { try await body(connection) }
+                try await connection.close()
+                return result
+            } catch {
+                connection.abort()
+                throw error
             }
-            sender.join()
-            try failures.check()
-            try checker.verify(expected: count)
-            return .throughput(messages: count, size: size, nanoseconds: nanoseconds)
         }
     }
 
-    /// Echo server task: `for try await` and `send(_:)` per message.
-    static func echo(_ connection: Toby.Connection) async throws {
-        for try await message in connection.serverReceiver { try connection.server.send(message) }
+    /// Sends `count` messages in batches of 256 with `send(contentsOf:)`.
+    static func send(_ payloads: Payloads, count: Int, through connection: TobyAsyncConnection) async throws {
+        let full = payloads.batch(256)
+        var sent = 0
+        while sent < count {
+            let n = min(256, count - sent)
+            try await connection.send(contentsOf: n == 256 ? full : Array(full.prefix(n)))
+            sent += n
+        }
     }
 
+    /// Echo task, per message: `for try await message in connection.messages`
+    /// and `send(_:)`.
+    @Sendable static func echo(_ connection: TobyAsyncConnection) async throws {
+        for try await message in connection.messages { try await connection.send(Array(message)) }
+    }
+
+    /// Echo task, per read: `for try await batch in connection.batches` and
+    /// one `send(contentsOf:)` (`toby echo --api async`).
+    @Sendable static func batchingEcho(_ connection: TobyAsyncConnection) async throws {
+        for try await batch in connection.batches { try await connection.send(contentsOf: batch) }
+    }
+
+    /// One-way: the client sends with `send(contentsOf:)`; the server's task
+    /// checks each message of `for try await message in connection.messages`.
+    static func oneWay(size: Int, count: Int, timeout: Double) throws -> Sample {
+        let payloads = Payloads(size: size)
+        let done = Latch(1)
+        let failures = Failures()
+        let received = Box<(checker: Checker, end: UInt64)?>(nil)
+        return try with(serve: { connection in
+            defer { done.countDown() }
+            var check = Checker(payloads)
+            do {
+                for try await message in connection.messages {
+                    message.withUnsafeBytes { check.check($0) }
+                    if check.count == count { break }
+                }
+            } catch {
+                failures.record(error)
+            }
+            received.value = (check, nowNanoseconds())
+        }) { group, port in
+            let start = try client(group: group, port: port, timeout: timeout) { connection in
+                let start = nowNanoseconds()
+                try await send(payloads, count: count, through: connection)
+                return start
+            }
+            guard done.wait(seconds: timeout) else { throw BenchError.timeout("server task still receiving after \(Int(timeout)) s") }
+            try failures.check()
+            guard let received = received.value else { throw BenchError.integrity("the server task saw no connection") }
+            try received.checker.verify(expected: count)
+            return .throughput(messages: count, size: size, nanoseconds: received.end - start)
+        }
+    }
+
+    /// Ping-pong: `send(_:)` and the next of `messages`, against `echo`.
     static func pingPong(count: Int, warmup: Int, timeout: Double) throws -> Sample {
         let payloads = Payloads(size: 64)
-        return try Toby.with(1) { all in
-            let connection = all[0]
-            let latencies = try runAsync(timeout: timeout) {
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { try await echo(connection) }
-                    var latencies = LatencyRecorder(warmup: warmup)
-                    var check = Checker(payloads)
-                    var replies = connection.clientReceiver.makeAsyncIterator()
-                    for seq in 0..<(warmup + count) {
-                        let start = nowNanoseconds()
-                        try connection.client.send(payloads.message(seq))
-                        guard let reply = try await replies.next() else { break }
-                        latencies.record(nowNanoseconds() - start)
-                        check.check(reply)
-                    }
-                    try connection.client.close()
-                    try await group.waitForAll()
-                    try check.verify(expected: warmup + count)
-                    return latencies
+        return try with(serve: echo) { group, port in
+            let latencies = try client(group: group, port: port, timeout: timeout) { connection in
+                var latencies = LatencyRecorder(warmup: warmup)
+                var check = Checker(payloads)
+                var replies = connection.messages.makeAsyncIterator()
+                for seq in 0..<(warmup + count) {
+                    let start = nowNanoseconds()
+                    try await connection.send(payloads.message(seq))
+                    guard let reply = try await replies.next() else { break }
+                    latencies.record(nowNanoseconds() - start)
+                    reply.withUnsafeBytes { check.check($0) }
                 }
+                try check.verify(expected: warmup + count)
+                return latencies
             }
             return try latencies.sample(expected: count)
         }
     }
 
-    /// Echo server task: `receiveAvailable()` (async) and one
-    /// `send(contentsOf:)` per burst.
-    static func batchingEcho(_ connection: Toby.Connection) async throws {
-        while case let batch = try await connection.serverReceiver.receiveAvailable(), !batch.isEmpty {
-            try connection.server.send(contentsOf: batch)
-        }
-    }
-
-    /// The client keeps `window` outstanding. Per message: `for try await`
-    /// and one `send(_:)` per reply, against `echo`. Batched: async
-    /// `receiveAvailable()` and one `send(contentsOf:)` per burst, on both
-    /// sides.
+    /// The client keeps `window` outstanding. Per message: `messages` and one
+    /// `send(_:)` per reply, against `echo`. Batched: `batches` and one
+    /// `send(contentsOf:)` per batch, on both sides (against `batchingEcho`).
     static func pipelined(count: Int, window: Int, batched: Bool, timeout: Double) throws -> Sample {
         let payloads = Payloads(size: 64)
-        return try Toby.with(1) { all in
-            let connection = all[0]
-            let nanoseconds = try runAsync(timeout: timeout) {
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { try await batched ? batchingEcho(connection) : echo(connection) }
-                    let start = nowNanoseconds()
-                    var check = Checker(payloads)
-                    var sent = min(window, count)
-                    try connection.client.send(contentsOf: payloads.batch(sent))
-                    if batched {
-                        while check.count < count {
-                            let replies = try await connection.clientReceiver.receiveAvailable()
-                            if replies.isEmpty { break }
-                            for reply in replies { check.check(reply) }
-                            let n = min(replies.count, count - sent)
-                            if n > 0 {
-                                try connection.client.send(contentsOf: (sent..<(sent + n)).map { payloads.message($0) })
-                                sent += n
-                            }
+        return try with(serve: batched ? batchingEcho : echo) { group, port in
+            let nanoseconds = try client(group: group, port: port, timeout: timeout) { connection in
+                let start = nowNanoseconds()
+                var check = Checker(payloads)
+                var sent = min(window, count)
+                try await connection.send(contentsOf: payloads.batch(sent))
+                if batched {
+                    for try await replies in connection.batches {
+                        for reply in replies { reply.withUnsafeBytes { check.check($0) } }
+                        let n = min(replies.count, count - sent)
+                        if n > 0 {
+                            try await connection.send(contentsOf: (sent..<(sent + n)).map { payloads.message($0) })
+                            sent += n
                         }
-                    } else {
-                        for try await reply in connection.clientReceiver {
-                            check.check(reply)
-                            if sent < count {
-                                try connection.client.send(payloads.message(sent))
-                                sent += 1
-                            }
-                            if check.count == count { break }
-                        }
+                        if check.count >= count { break }
                     }
-                    let elapsed = nowNanoseconds() - start
-                    try connection.client.close()
-                    try await group.waitForAll()
-                    try check.verify(expected: count)
-                    return elapsed
+                } else {
+                    for try await reply in connection.messages {
+                        reply.withUnsafeBytes { check.check($0) }
+                        if sent < count {
+                            try await connection.send(payloads.message(sent))
+                            sent += 1
+                        }
+                        if check.count == count { break }
+                    }
                 }
+                let elapsed = nowNanoseconds() - start
+                try check.verify(expected: count)
+                return elapsed
             }
             return .throughput(messages: count, size: 64, nanoseconds: nanoseconds)
         }
     }
 
-    /// Many connections: sender threads as in the blocking variant, one
-    /// receiving task per connection.
-    static func manyConnections(connections count: Int, perConnection: Int, senderThreads: Int, timeout: Double) throws -> Sample {
+    /// Many connections, one way: a client task per connection sends
+    /// `perConnection` messages in batches of 256; a server task per
+    /// connection checks them. The clock runs from the first send until the
+    /// last message arrived anywhere (connecting is not timed).
+    static func manyConnections(connections count: Int, perConnection: Int, timeout: Double) throws -> Sample {
         let payloads = Payloads(size: 64)
-        return try Toby.with(count) { all in
-            let failures = Failures()
-            let bodies = Toby.senderBodies(all, perConnection: perConnection, senderThreads: senderThreads, payloads: payloads)
-            let (senders, nanoseconds) = try runAsync(timeout: timeout) {
-                let start = nowNanoseconds()
-                let senders = bodies.map { body in
-                    Worker { do { try body() } catch { failures.record(error) } }
+        let done = Latch(count)
+        let failures = Failures()
+        let end = EndClock()
+        return try with(serve: { connection in
+            defer { done.countDown() }
+            var check = Checker(payloads)
+            do {
+                for try await message in connection.messages {
+                    message.withUnsafeBytes { check.check($0) }
+                    if check.count == perConnection { break }
                 }
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for connection in all {
-                        group.addTask {
-                            var check = Checker(payloads)
-                            for try await message in connection.serverReceiver {
-                                check.check(message)
-                                if check.count == perConnection { break }
-                            }
-                            try check.verify(expected: perConnection)
+                end.mark()
+                try check.verify(expected: perConnection)
+            } catch {
+                failures.record(error)
+            }
+        }) { group, port in
+            let clients = try runAsync(timeout: timeout) {
+                try await withThrowingTaskGroup(of: TobyAsyncConnection.self) { tasks in
+                    for _ in 0..<count {
+                        tasks.addTask { try await TobyAsyncConnection.connect(host: "127.0.0.1", port: port, group: group) }
+                    }
+                    var all: [TobyAsyncConnection] = []
+                    for try await connection in tasks { all.append(connection) }
+                    return all
+                }
+            }
+            defer { clients.forEach { $0.abort() } }
+            let start = nowNanoseconds()
+            try runAsync(timeout: timeout) {
+                try await withThrowingTaskGroup(of: Void.self) { tasks in
+                    for connection in clients {
+                        tasks.addTask(executorPreference: connection.executor) {
+                            try await send(payloads, count: perConnection, through: connection)
+                            try await connection.flush()
                         }
                     }
-                    try await group.waitForAll()
+                    try await tasks.waitForAll()
                 }
-                return (senders, nowNanoseconds() - start)
             }
-            for sender in senders { sender.join() }
+            guard done.wait(seconds: timeout) else { throw BenchError.timeout("server tasks still receiving after \(Int(timeout)) s") }
             try failures.check()
-            return .throughput(messages: count * perConnection, size: 64, nanoseconds: nanoseconds)
+            return .throughput(messages: count * perConnection, size: 64, nanoseconds: end.value - start)
         }
     }
 }

@@ -24,7 +24,7 @@ final class TobyServerEcho: EchoServer {
         }
     }
 
-    var port: Int { server.port ?? 0 }
+    var port: Int { server.port }
     var accepted: Int { server.connectionCount }
 
     func stop() {

@@ -33,7 +33,7 @@ enum OneWay {
                     Row(name: "TobyTCP send(contentsOf:) → receive { }", family: .toby) {
                         try Toby.oneWay(size: bytes, count: count, sending: .batches, receiving: .borrowing, timeout: timeout)
                     },
-                    Row(name: "TobyTCP send(contentsOf:) → for try await", family: .toby) {
+                    Row(name: "TobyTCP async (loop) send(contentsOf:) → for try await", family: .toby) {
                         try TobyAsync.oneWay(size: bytes, count: count, timeout: timeout)
                     },
                     Row(name: "pure Swift (2 writes, 2 reads / msg)", family: .pure) {

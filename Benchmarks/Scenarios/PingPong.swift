@@ -21,7 +21,7 @@ enum PingPong {
                 Row(name: "TobyTCP send(_:) + receive()", family: .toby) {
                     try Toby.pingPong(count: count, warmup: warmup, timeout: timeout)
                 },
-                Row(name: "TobyTCP send(_:) + for try await", family: .toby) {
+                Row(name: "TobyTCP async (loop) send(_:) + for try await", family: .toby) {
                     try TobyAsync.pingPong(count: count, warmup: warmup, timeout: timeout)
                 },
                 Row(name: "pure Swift (2 writes, 2 reads / msg)", family: .pure) {

@@ -16,10 +16,10 @@ enum Pipelined {
                 Row(name: "TobyTCP receive()+tryReceive() → send(contentsOf:)", family: .toby) {
                     try Toby.pipelined(count: count, window: window, timeout: timeout)
                 },
-                Row(name: "TobyTCP async receiveAvailable() → send(contentsOf:)", family: .toby) {
+                Row(name: "TobyTCP async (loop) batches → send(contentsOf:)", family: .toby) {
                     try TobyAsync.pipelined(count: count, window: window, batched: true, timeout: timeout)
                 },
-                Row(name: "TobyTCP for try await → send(_:)", family: .toby) {
+                Row(name: "TobyTCP async (loop) for try await → send(_:)", family: .toby) {
                     try TobyAsync.pipelined(count: count, window: window, batched: false, timeout: timeout)
                 },
                 Row(name: "pure Swift (read 1, write 1)", family: .pure) {

@@ -24,22 +24,4 @@ extension TobyReceiver {
         guard let first = try receive() else { return [] }
         return collectBuffered(after: first, maxCount: maxCount)
     }
-
-    /// The asynchronous form of `receiveAvailable(maxCount:)`: waits
-    /// without blocking a thread, then returns the first message with every
-    /// complete message already buffered behind it.
-    ///
-    /// ```swift
-    /// while case let batch = try await receiver.receiveAvailable(), !batch.isEmpty {
-    ///     try messenger.send(contentsOf: batch)
-    /// }
-    /// ```
-    ///
-    /// - Returns: One or more messages, or an empty array at a clean end of
-    ///   stream or if the task was cancelled.
-    public func receiveAvailable(maxCount: Int = 512) async throws(TobyError) -> [[UInt8]] {
-        precondition(maxCount >= 1, "maxCount must be at least 1")
-        guard let first = try await receiveAsync() else { return [] }
-        return collectBuffered(after: first, maxCount: maxCount)
-    }
 }

@@ -14,9 +14,14 @@ import Glibc
 ///   buffer, with no copy and no allocation;
 /// - ``receive()`` / ``receive(timeout:)`` / ``tryReceive()`` return each
 ///   message as a new `[UInt8]`;
-/// - `for message in receiver` (blocking `Sequence`);
-/// - `for try await message in receiver` (`AsyncSequence`), which never
-///   blocks a thread of Swift's cooperative pool.
+/// - ``receiveAvailable(maxCount:)`` returns the next message with every
+///   complete message already buffered behind it;
+/// - `for message in receiver` (blocking `Sequence`).
+///
+/// Every receive blocks its thread (or, with ``tryReceive()``, does not wait
+/// at all). Async code should not call them from a task: it takes a
+/// ``TobyAsyncConnection`` instead, whose `messages` and `batches` suspend
+/// on an event loop without blocking a thread.
 ///
 /// There is no receive thread and no hand-off: the thread that asks for a
 /// message performs the `recvmsg` itself, into the ring, and every other
@@ -48,9 +53,8 @@ import Glibc
 ///
 /// **Threads.** A receiver is `Sendable` and its methods may be called from
 /// any thread; calls are serialised, and a blocking receive holds the
-/// receiver until its message arrives. Do not mix a blocking receive and
-/// async iteration on one receiver at the same time: the async side would
-/// wait for the blocking one.
+/// receiver until its message arrives: a ``tryReceive()`` or ``error`` on
+/// another thread meanwhile waits for it.
 public final class TobyReceiver: @unchecked Sendable {
     /// The configuration of the connection.
     public let configuration: TobyConfiguration
@@ -250,7 +254,7 @@ public final class TobyReceiver: @unchecked Sendable {
     /// After `close()` returns, no receive delivers a message, not even one
     /// already buffered: every receive, blocked at that moment or called
     /// later, returns the end of the stream at once (`nil`; an empty batch
-    /// for `receiveAvailable(maxCount:)`; ``tryReceive()`` throws
+    /// for ``receiveAvailable(maxCount:)``; ``tryReceive()`` throws
     /// ``TobyError/closed``). What the receiver buffered is released, and
     /// the peer's further bytes cost no memory here: the socket's read side
     /// is shut down, and its receive buffer is cut to the minimum, so the
@@ -276,17 +280,6 @@ public final class TobyReceiver: @unchecked Sendable {
     }
 
     // MARK: The state machine
-
-    /// A message if one can be had without blocking (`.wouldBlock` if not),
-    /// or the end; the async iterator's step.
-    func receiveWithoutBlocking() throws(TobyError) -> Outcome {
-        lock.lock()
-        defer { lock.unlock() }
-        if let message = nextBuffered() { return .owned(message) }
-        let outcome = try step(flags: Int32(MSG_DONTWAIT), deadline: 0)
-        if case .ring(let frame) = outcome { return .owned(copyOut(frame)) }
-        return outcome
-    }
 
     /// `first` followed by the complete frames already in the ring, up to
     /// `maxCount` messages, taken under one lock.

@@ -182,37 +182,4 @@ final class SocketTests: XCTestCase {
         var fd: Int32 = -1
         XCTAssertEqual(toby_socket_connect_tcp("127.0.0.1", port, &fd, nil), -ECONNREFUSED)
     }
-
-    func testPoller() {
-        var ep: Int32 = -1
-        var wake: Int32 = -1
-        XCTAssertEqual(toby_poller_create(&ep, &wake), 0)
-        defer { close(ep); close(wake) }
-        XCTAssertTrue(isCloseOnExec(ep) && isCloseOnExec(wake))
-        var fds: [Int32] = [-1, -1]
-        XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds), 0)
-        defer { close(fds[0]); close(fds[1]) }
-        var ready = [Int32](repeating: -1, count: 8)
-
-        XCTAssertEqual(toby_poller_arm(ep, fds[0], 0), 0)
-        XCTAssertEqual(toby_poller_wait(ep, wake, &ready, 8, 0), 0, "nothing readable yet")
-        XCTAssertEqual(write(fds[1], "x", 1), 1)
-        XCTAssertEqual(toby_poller_wait(ep, wake, &ready, 8, 1000), 1)
-        XCTAssertEqual(ready[0], fds[0])
-        XCTAssertEqual(toby_poller_wait(ep, wake, &ready, 8, 0), 0, "one-shot: not reported again")
-        XCTAssertEqual(toby_poller_arm(ep, fds[0], 1), 0)
-        XCTAssertEqual(toby_poller_wait(ep, wake, &ready, 8, 1000), 1, "re-armed, still readable")
-
-        // A wake-up returns from the wait and is not reported as an fd.
-        XCTAssertEqual(toby_poller_wake(wake), 0)
-        XCTAssertEqual(toby_poller_wake(wake), 0)
-        XCTAssertEqual(toby_poller_wait(ep, wake, &ready, 8, 1000), 0)
-        XCTAssertEqual(toby_poller_wait(ep, wake, &ready, 8, 0), 0, "drained")
-
-        XCTAssertEqual(toby_poller_arm(ep, fds[0], 1), 0)
-        XCTAssertEqual(toby_poller_disarm(ep, fds[0]), 0)
-        XCTAssertEqual(toby_poller_wait(ep, wake, &ready, 8, 0), 0, "disarmed")
-        XCTAssertEqual(toby_poller_disarm(ep, fds[0]), -ENOENT)
-        XCTAssertEqual(toby_poller_wait(ep, wake, &ready, 0, 0), -EINVAL)
-    }
 }

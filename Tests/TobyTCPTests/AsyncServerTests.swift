@@ -386,3 +386,43 @@ final class AsyncServerTests: XCTestCase {
         }
     }
 }
+
+/// The loop's output queue under partial writes: small (inline) frames
+/// that fill the socket buffer and leave in many pieces arrive intact.
+final class OutputQueuePartialWriteTests: XCTestCase {
+    func testInlineFramesSurvivePartialWrites() async throws {
+        let group = try TobyEventLoopGroup(threads: 1)
+        defer { group.shutdown() }
+        // A Unix socket: a send buffer of about 208 KiB, which one batch
+        // below overfills, so writes end mid-frame, again and again.
+        let path = "/tmp/toby-partial-\(getpid()).sock"
+        unlink(path)
+        let listener = try TobyListener(unixPath: path)
+        defer { listener.close() }
+        let client = try await TobyAsyncConnection.connect(unixPath: path, group: group)
+        let peer = try listener.accept()
+        let receiver = try peer.start()
+        // 1,000-byte payloads (copied inline, with their prefix), 256 to a
+        // batch (252 KiB), 4 MiB in all.
+        let payloads = (0..<4096).map { pattern(1000, seed: UInt64($0)) }
+        let got = Mailbox<[[UInt8]]>()
+        Thread {
+            var messages: [[UInt8]] = []
+            while messages.count < payloads.count, let message = try? receiver.receive() { messages.append(message) }
+            got.put(messages)
+        }.start()
+        do {
+            for start in stride(from: 0, to: payloads.count, by: 256) {
+                try await client.send(contentsOf: Array(payloads[start..<(start + 256)]))
+            }
+            try await client.flush()
+        } catch {
+            client.abort()  // ends the reader's wait
+            throw error
+        }
+        let messages = try XCTUnwrap(got.take())
+        XCTAssertEqual(messages.count, payloads.count)
+        XCTAssertTrue(messages == payloads, "bytes changed on the way")
+        try await client.close()
+    }
+}

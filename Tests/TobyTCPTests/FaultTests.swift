@@ -38,7 +38,7 @@ final class FaultTests: XCTestCase {
 
     /// A peer that drips a large frame one byte at a time does not hold up
     /// other connections, and a read timeout ends it with a clear error.
-    func testSlowLorisDoesNotHoldUpOthersAndTimesOut() async throws {
+    func testSlowLorisDoesNotHoldUpOthersAndTimesOut() throws {
         let config = try TobyConfiguration(readTimeout: .milliseconds(300))
         let (slow, slowPeer) = try makePair(config)
         let (fast, fastPeer) = try makePair(config)
@@ -55,22 +55,24 @@ final class FaultTests: XCTestCase {
         }
         dripper.start()
         defer { stop.add(1) }
-        let slowTask = Task { try await slowReceiver.receiveAsync() }
+        let slowOutcome = Mailbox<Result<[UInt8]?, TobyError>>()
+        Thread {
+            slowOutcome.put(Result { () throws(TobyError) in try slowReceiver.receive() })
+        }.start()
         // Meanwhile the other connection moves 1,000 messages.
         let sender = Thread {
             for i in 0..<1000 { fastPeer.write(frame([UInt8(i % 256)])) }
         }
         sender.start()
         for i in 0..<1000 {
-            let message = try await fastReceiver.receiveAsync()
-            XCTAssertEqual(message, [UInt8(i % 256)])
+            XCTAssertEqual(try fastReceiver.receive(), [UInt8(i % 256)])
         }
-        do {
-            _ = try await slowTask.value
-            XCTFail("the slow peer should have timed out")
-        } catch let error as TobyError {
+        switch slowOutcome.take() {
+        case .failure(let error)?:
             XCTAssertEqual(error, .timedOut(.milliseconds(300)))
             XCTAssertTrue(error.description.contains("no message arrived within"), error.description)
+        case let other:
+            XCTFail("the slow peer should have timed out, got \(String(describing: other))")
         }
     }
 
@@ -149,55 +151,120 @@ final class FaultTests: XCTestCase {
         XCTAssertTrue(got == payloads)
     }
 
-    /// 1,000 concurrent connections x 100 messages through one listener: all
-    /// delivered, and no descriptor leaked afterwards.
-    func testThousandConnectionsAndNoDescriptorLeak() async throws {
+    /// 1,000 connections x 100 messages through one listener, all open at
+    /// once, from client threads to receivers drained by server threads:
+    /// all delivered, and no descriptor leaked afterwards.
+    func testThousandConnectionsAndNoDescriptorLeak() throws {
+        _ = raiseDescriptorLimit()
         // A small warm-up first, so descriptors that runtimes open once per
-        // process (the readiness poller's epoll, Dispatch's eventfds) are
-        // not counted as leaks.
-        try await exchange(connections: 10, perConnection: 10)
+        // process (Dispatch's eventfds) are not counted as leaks.
+        try exchange(connections: 10, perConnection: 10)
         let before = openFileDescriptorCount()
-        try await exchange(connections: 1000, perConnection: 100)
+        try exchange(connections: 1000, perConnection: 100)
         XCTAssertEqual(openFileDescriptorCount(), before, "file descriptors leaked")
     }
 
-    private func exchange(connections: Int, perConnection: Int) async throws {
-        try await {
-            let listener = try TobyListener(port: 0, backlog: 2048)
-            defer { listener.close() }
-            let port = listener.port
-            async let clients: Void = withThrowingTaskGroup(of: Void.self) { group in
-                for c in 0..<connections {
-                    group.addTask {
+    /// The same through the event loops: a `TobyServer.serve` task per
+    /// connection, 1,000 `TobyAsyncConnection` clients in a task group, and
+    /// once every connection has ended, the descriptors are what they were
+    /// before (the group and the server stay up: this counts the connections'
+    /// descriptors, each client's and each accepted one).
+    func testThousandAsyncConnectionsAndNoDescriptorLeak() async throws {
+        _ = raiseDescriptorLimit()
+        let group = try TobyEventLoopGroup(threads: 2)
+        defer { group.shutdown() }
+        let total = Counter()
+        let server = try TobyServer.serve(port: 0, group: group) { connection in
+            var messages: [[UInt8]] = []
+            for try await message in connection.messages { messages.append(Array(message)) }
+            total.add(FaultTests.checkedCount(messages))
+        }
+        defer { server.close() }
+        try await asyncExchange(port: server.port, group: group, connections: 10, perConnection: 10)
+        XCTAssertTrue(ServerEvents().wait { server.connectionCount == 0 }, "every warm-up connection closed")
+        XCTAssertEqual(total.value, 10 * 10)
+        let before = openFileDescriptorCount()
+        try await asyncExchange(port: server.port, group: group, connections: 1000, perConnection: 100)
+        XCTAssertTrue(ServerEvents().wait { server.connectionCount == 0 }, "every server connection closed")
+        XCTAssertEqual(total.value, 10 * 10 + 1000 * 100)
+        // A closed connection's descriptor goes on its loop's thread: wait
+        // (with a deadline) for the last ones.
+        XCTAssertTrue(
+            ServerEvents().wait { openFileDescriptorCount() == before },
+            "file descriptors leaked: \(openFileDescriptorCount()) open, \(before) before")
+    }
+
+    /// Checks one connection's messages: two bytes each, the client's tag
+    /// and the message's index, in order. Returns how many there were.
+    private static func checkedCount(_ messages: some Sequence<[UInt8]>) -> Int {
+        var count = 0
+        var first: UInt8?
+        for message in messages {
+            XCTAssertEqual(message.count, 2)
+            if first == nil { first = message[0] }
+            XCTAssertEqual(message[0], first)
+            XCTAssertEqual(Int(message[1]), count)
+            count += 1
+        }
+        return count
+    }
+
+    private func exchange(connections: Int, perConnection: Int) throws {
+        let listener = try TobyListener(port: 0, backlog: 2048)
+        defer { listener.close() }
+        let port = listener.port
+        let clientThreads = 8
+        let clientFailures = Counter()
+        let clientsDone = DispatchGroup()
+        for t in 0..<clientThreads {
+            clientsDone.enter()
+            Thread {
+                defer { clientsDone.leave() }
+                for c in stride(from: t, to: connections, by: clientThreads) {
+                    do {
                         let messenger = try TobyMessenger.connect(host: "127.0.0.1", port: port)
                         try messenger.send(contentsOf: (0..<perConnection).map { [UInt8(c % 256), UInt8($0)] })
                         try messenger.close()
+                    } catch {
+                        clientFailures.add(1)
                     }
                 }
-                try await group.waitForAll()
+            }.start()
+        }
+        // Every connection is accepted (so all are open at once) before any
+        // is read; the receivers are then drained by a few threads.
+        // (Taken from a queue, so no thread's closure keeps one alive.)
+        let queue = ReceiverQueue()
+        for _ in 0..<connections { queue.push(try listener.accept().start()) }
+        let total = Counter()
+        let errors = Counter()
+        onThreads(4) { _ in
+            while let receiver = queue.pop() {
+                total.add(FaultTests.checkedCount(receiver))
+                if receiver.error != nil { errors.add(1) }
             }
-            var receivers: [TobyReceiver] = []
-            for _ in 0..<connections { receivers.append(try listener.accept().start()) }
-            let total = try await withThrowingTaskGroup(of: Int.self) { group in
-                for receiver in receivers {
-                    group.addTask {
-                        var count = 0
-                        var first: UInt8?
-                        for try await message in receiver {
-                            XCTAssertEqual(message.count, 2)
-                            if first == nil { first = message[0] }
-                            XCTAssertEqual(message[0], first)
-                            XCTAssertEqual(Int(message[1]), count)
-                            count += 1
-                        }
-                        return count
-                    }
+        }
+        XCTAssertEqual(clientsDone.wait(timeout: .now() + 60), .success, "the clients finished")
+        XCTAssertEqual(clientFailures.value, 0)
+        XCTAssertEqual(errors.value, 0)
+        XCTAssertEqual(total.value, connections * perConnection)
+    }
+
+    /// `connections` clients in a task group, each sending its messages,
+    /// then closing and reading to the end of the server's stream.
+    private func asyncExchange(port: Int, group: TobyEventLoopGroup, connections: Int, perConnection: Int) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for c in 0..<connections {
+                tasks.addTask {
+                    let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: port, group: group)
+                    try await client.send(contentsOf: (0..<perConnection).map { [UInt8(c % 256), UInt8($0)] })
+                    try await client.close()
+                    // The server's task ends after the whole stream, and then its end.
+                    for try await _ in client.messages { XCTFail("the server sends nothing") }
                 }
-                return try await group.reduce(0, +)
             }
-            try await clients
-            XCTAssertEqual(total, connections * perConnection)
-        }()
+            try await tasks.waitForAll()
+        }
     }
 
     /// A consumer that stops reading while the peer sends 1 GiB: the peer is
@@ -256,6 +323,14 @@ final class RawClient: @unchecked Sendable {
         precondition(rc == 0, "connect: \(errno)")
         peer = RawPeer(fd: fd)
     }
+}
+
+/// Receivers handed to draining threads, each taken once.
+final class ReceiverQueue: @unchecked Sendable {
+    private let lock = NSLock()
+    private var receivers: [TobyReceiver] = []
+    func push(_ receiver: TobyReceiver) { lock.lock(); receivers.append(receiver); lock.unlock() }
+    func pop() -> TobyReceiver? { lock.lock(); defer { lock.unlock() }; return receivers.popLast() }
 }
 
 final class ThreadIDs: @unchecked Sendable {

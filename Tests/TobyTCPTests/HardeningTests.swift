@@ -116,66 +116,45 @@ final class Mailbox<T: Sendable>: @unchecked Sendable {
 // MARK: 1. The environment never makes the library trap
 
 final class EnvironmentFailureTests: XCTestCase {
-    /// The readiness poller needs two descriptors; without them it is an
-    /// error (it used to be "Precondition failed: epoll/eventfd setup failed").
-    func testReadinessPollerWithoutDescriptorsIsAnError() throws {
-        try withDescriptorsExhausted {
-            XCTAssertThrowsError(try ReadinessPoller.make()) { error in
-                XCTAssertEqual(error as? TobyError, .system(operation: "epoll_create1/eventfd", errno: EMFILE))
-            }
-        }
-    }
-
-    /// A blocking-only program never creates the poller, so dropping a
-    /// socket while out of descriptors is fine (its deinit used to create
-    /// the poller, and trap). And an async receive that cannot get the
-    /// poller throws; once descriptors are back it works.
-    func testOutOfDescriptorsNeitherDeinitNorAsyncReceiveTraps() async throws {
+    /// Out of descriptors, dropping a socket (its deinit closes it), every
+    /// blocking receive style and a send still work: none of them needs a
+    /// descriptor. (The receiver's old async receive needed a readiness
+    /// poller with two of its own, which a socket's deinit once created,
+    /// and trapped; both are gone.)
+    func testOutOfDescriptorsNeitherDeinitNorReceiveTraps() throws {
         let (messenger, peer) = try makePair()
         let receiver = try messenger.start()
-        let pollerExisted = ReadinessPoller.existingForTesting != nil
-        let (other, _) = try makePair()
-        nonisolated(unsafe) var dropped: TobyMessenger? = other
+        var dropped: TobyMessenger?
+        var otherPeer: RawPeer?
+        (dropped, otherPeer) = try makePair()  // no other reference to the messenger
+        let before = openFileDescriptorCount()
         try withDescriptorsExhausted {
-            dropped = nil  // SocketHandle.deinit: closes, must not make a poller
+            dropped = nil  // SocketHandle.deinit: closes, opens nothing
+            peer.write(frame([1]) + frame([2]) + frame([3]) + frame([4]) + frame([5]))
+            XCTAssertEqual(try receiver.receive(), [1])
+            XCTAssertEqual(try receiver.receive(timeout: .seconds(10)), [2])
+            XCTAssertEqual(try receiver.tryReceive(), [3])
+            XCTAssertEqual(try receiver.receive { Array($0) }, [4])
+            XCTAssertEqual(try receiver.receiveAvailable(), [[5]])
+            try messenger.send([6])
+            XCTAssertEqual(peer.read(9), frame([6]))
         }
         XCTAssertNil(dropped)
-        if !pollerExisted {
-            XCTAssertNil(ReadinessPoller.existingForTesting, "a socket's deinit created the poller")
-            let failure = Mailbox<TobyError>()
-            let exhausted = DispatchSemaphore(value: 0)
-            let release = DispatchSemaphore(value: 0)
-            Thread.detachNewThread {
-                try? withDescriptorsExhausted {
-                    exhausted.signal()
-                    release.wait()
-                }
-            }
-            exhausted.wait()
-            do {
-                _ = try await receiver.receiveAsync()
-                XCTFail("the receive should have failed without a poller")
-            } catch {
-                failure.put(error)
-            }
-            release.signal()
-            XCTAssertEqual(failure.take(), .system(operation: "epoll_create1/eventfd", errno: EMFILE))
-        }
-        peer.write(frame([7]))
-        let message = try await receiver.receiveAsync()
-        XCTAssertEqual(message, [7])
+        XCTAssertEqual(otherPeer?.read(1), [], "the dropped messenger's descriptor was closed")
+        XCTAssertEqual(openFileDescriptorCount(), before - 1, "and nothing was opened")
+        XCTAssertNil(receiver.error)
     }
 
     /// pthread_create failing is an error, not a trap (here: a stack no
     /// address space can hold).
     func testThreadCreationFailureIsAnError() {
-        XCTAssertThrowsError(try spawnDetachedThread(stackSize: 1 << 47) { XCTFail("must not run") }) { error in
+        XCTAssertThrowsError(try Threads.spawn(stackSize: 1 << 47) { XCTFail("must not run") }) { error in
             guard case .system(let operation, let code)? = error as? TobyError else { return XCTFail("\(error)") }
             XCTAssertEqual(operation, "pthread_create")
             XCTAssertTrue(code == EAGAIN || code == ENOMEM || code == EINVAL, "errno \(code)")
         }
         let ran = DispatchSemaphore(value: 0)
-        XCTAssertNoThrow(try spawnDetachedThread { ran.signal() })
+        XCTAssertNoThrow(try Threads.spawn { ran.signal() })
         XCTAssertEqual(ran.wait(timeout: .now() + 30), .success)
     }
 
@@ -295,7 +274,7 @@ final class AdoptedSocketTests: XCTestCase {
 final class ReceiverCloseTests: XCTestCase {
     /// After close() returns nothing more is delivered, not even what was
     /// buffered, and every style returns its end at once.
-    func testCloseDeliversNothingMoreInAnyStyle() async throws {
+    func testCloseDeliversNothingMoreInAnyStyle() throws {
         let (messenger, peer) = try makePair()
         let receiver = try messenger.start()
         peer.write(frame([1]) + frame([2]) + frame([3]) + frame(pattern(100_000, seed: 9)))
@@ -305,11 +284,8 @@ final class ReceiverCloseTests: XCTestCase {
         XCTAssertNil(try receiver.receive(timeout: .seconds(30)))
         XCTAssertNil(try receiver.receive { _ in XCTFail("delivered after close") })
         XCTAssertThrowsError(try receiver.tryReceive()) { XCTAssertEqual($0 as? TobyError, .closed) }
-        XCTAssertEqual(try ReceiverCloseTests.blockingBatch(receiver), [])
-        let asyncBatch = try await receiver.receiveAvailable()
-        XCTAssertEqual(asyncBatch, [])
-        let asyncMessage = try await receiver.receiveAsync()
-        XCTAssertNil(asyncMessage)
+        XCTAssertEqual(try receiver.receiveAvailable(), [])
+        XCTAssertEqual(Array(receiver), [], "blocking iteration ends at once")
         XCTAssertNil(receiver.error)
         // The messenger still sends.
         try messenger.send([4])
@@ -357,10 +333,6 @@ final class ReceiverCloseTests: XCTestCase {
         XCTAssertEqual(ioctl(server.socket.fd, UInt(FIONREAD), &queued), 0)
         print("closed receiver: peer accepted \(accepted) bytes, \(queued) queued here")
         XCTAssertLessThanOrEqual(queued, 16 << 10, "bytes the kernel queued for a closed receiver")
-    }
-
-    private static func blockingBatch(_ receiver: TobyReceiver) throws -> [[UInt8]] {
-        try receiver.receiveAvailable()
     }
 
     /// close() from inside a borrowing receive's body does not deadlock.

@@ -1,10 +1,16 @@
+import CTobyFrame
 import Foundation
 import XCTest
 
 @testable import TobyTCP
 
-/// Each way of taking messages: blocking, timed, non-blocking, borrowing,
-/// Sequence and AsyncSequence.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Each way of taking messages from a receiver: blocking, timed,
+/// non-blocking, borrowing and Sequence (async receive is
+/// TobyAsyncConnection's; see AsyncServerTests).
 final class ReceiveStyleTests: XCTestCase {
     func testTryReceiveReturnsNilUntilAWholeMessageArrives() throws {
         let (messenger, peer) = try makePair()
@@ -40,6 +46,9 @@ final class ReceiveStyleTests: XCTestCase {
         XCTAssertThrowsError(try receiver.receive()) { error in
             XCTAssertEqual(error as? TobyError, .timedOut(.milliseconds(30)))
         }
+        // The receiver stays usable after the timeout.
+        _peer.write(frame([8]))
+        XCTAssertEqual(try receiver.receive(), [8])
     }
 
     func testBlockingSequenceEndsAtEndOfStreamAndReportsErrors() throws {
@@ -52,7 +61,7 @@ final class ReceiveStyleTests: XCTestCase {
         XCTAssertThrowsError(try receiver.receive())
     }
 
-    func testAsyncSequenceDeliversEverythingThenEnds() async throws {
+    func testBlockingSequenceOverTCPDeliversEverythingThenEnds() throws {
         let (client, server) = try makeTCPPair()
         let receiver = try server.start()
         let payloads = (0..<5_000).map { pattern($0 % 100, seed: UInt64($0)) }
@@ -62,65 +71,82 @@ final class ReceiveStyleTests: XCTestCase {
         }
         sender.start()
         var got: [[UInt8]] = []
-        for try await message in receiver { got.append(message) }
+        for message in receiver { got.append(message) }
         XCTAssertEqual(got, payloads)
+        XCTAssertNil(receiver.error, "a clean end")
     }
 
-    func testAsyncSequenceThrowsAfterDeliveringCompleteMessages() async throws {
-        let (messenger, peer) = try makePair(try TobyConfiguration(maxFrameLength: 100))
+    /// The receiver is a `Sequence` only: in async code `map`, `prefix` and
+    /// `first(where:)` are the blocking `Sequence` ones, not ambiguous
+    /// (async iteration is ``TobyAsyncConnection``'s).
+    func testReceiverIsASequenceOnly() throws {
+        let (messenger, peer) = try makePair()
         let receiver = try messenger.start()
-        peer.write(frame([1]) + frame([2]) + TobyProtocol.prefix(length: 101))
+        XCTAssertFalse((receiver as Any) is any AsyncSequence, "TobyReceiver must not be an AsyncSequence")
+        peer.write(frame([1]) + frame([2, 2]) + frame([3, 3, 3]))
+        XCTAssertEqual(Array(receiver.prefix(2)), [[1], [2, 2]])
+        peer.shutdownWrite()
+        XCTAssertEqual(receiver.map(\.count), [3])
+    }
+
+    /// The async connection's `messages` ends with the error only after
+    /// every complete message before it (what `for try await message in
+    /// receiver` used to prove for the receiver).
+    func testAsyncMessagesThrowAfterDeliveringCompleteMessages() async throws {
+        let group = try TobyEventLoopGroup(threads: 1)
+        defer { group.shutdown() }
+        let listener = try TobyListener(port: 0)
+        defer { listener.close() }
+        let client = try await TobyAsyncConnection.connect(
+            host: "127.0.0.1", port: listener.port, configuration: try TobyConfiguration(maxFrameLength: 100), group: group)
+        let peer = try listener.accept()
+        let bytes = frame([1]) + frame([2]) + TobyProtocol.prefix(length: 101)
+        XCTAssertEqual(bytes.withUnsafeBytes { send(peer.socket.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }, bytes.count)
         var got: [[UInt8]] = []
         do {
-            for try await message in receiver { got.append(message) }
+            for try await message in client.messages { got.append(Array(message)) }
             XCTFail("expected an error")
-        } catch {
+        } catch let error as TobyError {
             XCTAssertEqual(error, .frameTooLarge(length: 101, limit: 100, prefix: TobyProtocol.prefix(length: 101)))
         }
         XCTAssertEqual(got, [[1], [2]])
+        client.abort()
     }
 
+    /// Many more idle async receives than pool threads: if any of them
+    /// blocked a thread, the messages to the others would never arrive (a
+    /// watchdog aborts the connections after 30 s, so that fails, not hangs).
     func testAsyncReceiveWaitsWithoutBlockingThePool() async throws {
-        // Many more idle async receivers than pool threads: if any of them
-        // blocked a thread, the message to the last one would never arrive.
-        var pairs: [(TobyMessenger, RawPeer)] = []
-        for _ in 0..<64 { pairs.append(try makePair()) }
-        let receivers = try pairs.map { try $0.0.start() }
-        try await withThrowingTaskGroup(of: [UInt8]?.self) { group in
-            for receiver in receivers {
-                group.addTask { try await receiver.receiveAsync() }
+        let group = try TobyEventLoopGroup(threads: 1)
+        defer { group.shutdown() }
+        let listener = try TobyListener(port: 0)
+        defer { listener.close() }
+        var clients: [TobyAsyncConnection] = []
+        var peers: [TobyMessenger] = []
+        for _ in 0..<64 {
+            clients.append(try await TobyAsyncConnection.connect(host: "127.0.0.1", port: listener.port, group: group))
+            peers.append(try listener.accept())
+        }
+        let done = DispatchSemaphore(value: 0)
+        let waiting = clients
+        let watchdog = Thread {
+            if done.wait(timeout: .now() + 30) == .timedOut { waiting.forEach { $0.abort() } }
+        }
+        watchdog.start()
+        defer { done.signal() }
+        try await withThrowingTaskGroup(of: [UInt8]?.self) { tasks in
+            for client in clients {
+                tasks.addTask {
+                    var iterator = client.messages.makeAsyncIterator()
+                    return try await iterator.next().map { Array($0) }
+                }
             }
-            for (index, pair) in pairs.enumerated() { pair.1.write(frame([UInt8(index)])) }
+            for (index, peer) in peers.enumerated() { try peer.send([UInt8(index)]) }
             var seen = Set<UInt8>()
-            for try await message in group { seen.insert(try XCTUnwrap(message).first!) }
+            for try await message in tasks { seen.insert(try XCTUnwrap(message).first!) }
             XCTAssertEqual(seen.count, 64)
         }
-    }
-
-    func testAsyncReadTimeout() async throws {
-        let (messenger, peer) = try makePair(try TobyConfiguration(readTimeout: .milliseconds(40)))
-        let receiver = try messenger.start()
-        do {
-            _ = try await receiver.receiveAsync()
-            XCTFail("expected a timeout")
-        } catch {
-            XCTAssertEqual(error, .timedOut(.milliseconds(40)))
-        }
-        peer.write(frame([8]))
-        let message = try await receiver.receiveAsync()
-        XCTAssertEqual(message, [8])
-    }
-
-    func testAsyncCancellationEndsWithNilAndLosesNothing() async throws {
-        let (messenger, peer) = try makePair()
-        let receiver = try messenger.start()
-        let task = Task { try await receiver.receiveAsync() }
-        task.cancel()
-        let result = try await task.value
-        XCTAssertNil(result)
-        peer.write(frame([4]))
-        let message = try await receiver.receiveAsync()
-        XCTAssertEqual(message, [4])
+        clients.forEach { $0.abort() }
     }
 
     func testReceiverCloseWakesABlockedReceive() throws {
@@ -182,33 +208,41 @@ final class ReceiveAvailableTests: XCTestCase {
         XCTAssertThrowsError(try receiver.receiveAvailable())
     }
 
-    func testAsyncBatchEndsWithEmptyArray() async throws {
+    func testBlockingBatchEndsWithEmptyArray() throws {
         let (messenger, peer) = try makePair()
         let receiver = try messenger.start()
         peer.write(frame([1]) + frame([2]))
         peer.shutdownWrite()
-        let first = try await receiver.receiveAvailable()
-        XCTAssertEqual(first, [[1], [2]])
-        let end = try await receiver.receiveAvailable()
-        XCTAssertEqual(end, [])
+        XCTAssertEqual(try receiver.receiveAvailable(), [[1], [2]])
+        XCTAssertEqual(try receiver.receiveAvailable(), [])
+        XCTAssertEqual(try receiver.receiveAvailable(), [], "the end stays the end")
+        XCTAssertNil(receiver.error)
     }
 
-    func testPipelinedEchoWithBatches() async throws {
+    func testPipelinedEchoWithBatches() throws {
         let (client, server) = try makeTCPPair()
         let serverReceiver = try server.start()
         let clientReceiver = try client.start()
-        let echo = Task {
-            while case let batch = try await serverReceiver.receiveAvailable(), !batch.isEmpty {
-                try server.send(contentsOf: batch)
+        let echoed = Mailbox<String>()
+        Thread {
+            do {
+                while case let batch = try serverReceiver.receiveAvailable(), !batch.isEmpty {
+                    try server.send(contentsOf: batch)
+                }
+                try server.close()
+                echoed.put("clean end")
+            } catch {
+                echoed.put("\(error)")
             }
-            try server.close()
-        }
+        }.start()
         let payloads = (0..<2000).map { pattern($0 % 90, seed: UInt64($0)) }
-        try client.send(contentsOf: payloads)
-        try client.close()
+        Thread {
+            try! client.send(contentsOf: payloads)
+            try! client.close()
+        }.start()
         var got: [[UInt8]] = []
-        while case let batch = try await clientReceiver.receiveAvailable(), !batch.isEmpty { got += batch }
-        try await echo.value
+        while case let batch = try clientReceiver.receiveAvailable(), !batch.isEmpty { got += batch }
+        XCTAssertEqual(echoed.take(), "clean end")
         XCTAssertEqual(got, payloads)
     }
 }

@@ -425,6 +425,24 @@ final class ServerTests: XCTestCase {
         XCTAssertThrowsError(try TobyMessenger.connect(host: "127.0.0.1", port: port))
     }
 
+    /// A stopped group gives its descriptors back at once, though the group
+    /// object (and closed connections holding its loops) still exist.
+    func testShutdownReleasesTheLoopsDescriptors() throws {
+        let before = openFileDescriptorCount()
+        let group = try TobyEventLoopGroup(threads: 3)
+        XCTAssertEqual(openFileDescriptorCount(), before + 6, "an epoll and an eventfd per loop")
+        let server = try TobyServer.listen(port: 0, group: group) { _ in EchoHandler() }
+        let client = try TobyMessenger.connect(host: "127.0.0.1", port: server.port)
+        let receiver = try client.start()
+        try client.send([1])
+        XCTAssertEqual(try receiver.receive(), [1])
+        server.close()
+        group.shutdown()
+        try client.close()
+        XCTAssertEqual(openFileDescriptorCount(), before + 1, "only the client messenger's socket remains")
+        withExtendedLifetime((group, server)) {}
+    }
+
     func testInvalidOptionsAreRefused() {
         XCTAssertThrowsError(try TobyServer.listen(port: 0, options: .init(writeHighWaterMark: 10, writeLowWaterMark: 10)) { _ in
             EchoHandler()

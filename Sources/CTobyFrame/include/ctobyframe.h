@@ -350,39 +350,6 @@ int toby_socket_accept(int listen_fd, int *fd, char *peer, size_t peer_len);
 size_t toby_socket_unix_path_max(void);
 
 /* ------------------------------------------------------------------------ */
-/* Readiness (Linux epoll; used by async receivers)                         */
-/* ------------------------------------------------------------------------ */
-
-/**
- * Creates an epoll instance and an eventfd registered in it for wake-ups.
- * Both fds are close-on-exec and owned by the caller. Returns 0 or -errno;
- * -ENOSYS where epoll does not exist.
- */
-int toby_poller_create(int *epoll_fd, int *wake_fd);
-
-/**
- * Arms a one-shot readability watch on `fd` (EPOLLIN | EPOLLRDHUP |
- * EPOLLONESHOT): adds it if `registered` is 0, re-arms it otherwise.
- * Returns 0 or -errno.
- */
-int toby_poller_arm(int epoll_fd, int fd, int registered);
-
-/** Removes `fd` from the epoll set. Returns 0 or -errno. */
-int toby_poller_disarm(int epoll_fd, int fd);
-
-/**
- * Waits up to `timeout_ms` (-1: forever) and stores the fds that became
- * ready in `ready` (caller-owned, `capacity` entries). A wake-up through
- * `wake_fd` is drained and not reported. Returns the count (0 on timeout
- * or EINTR) or -errno.
- */
-int toby_poller_wait(int epoll_fd, int wake_fd, int *ready, int capacity,
-                     int timeout_ms);
-
-/** Wakes a toby_poller_wait() on the same instance. Returns 0 or -errno. */
-int toby_poller_wake(int wake_fd);
-
-/* ------------------------------------------------------------------------ */
 /* Ring swapping (for event loops that pool rings)                           */
 /* ------------------------------------------------------------------------ */
 

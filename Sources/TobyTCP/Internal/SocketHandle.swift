@@ -23,9 +23,6 @@ final class SocketHandle: Sendable {
     }
 
     deinit {
-        #if os(Linux)
-        ReadinessPoller.forget(fd)
-        #endif
         _ = Glibc.close(fd)
     }
 

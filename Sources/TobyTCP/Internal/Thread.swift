@@ -1,9 +1,9 @@
 import Glibc
 
 /// OS threads of our own (pthreads, no Foundation), detached or joinable:
-/// the library's readiness poller, the tool's connection threads and the
-/// benchmarks' workers. Work that blocks runs on them, so no task of Swift's
-/// cooperative pool ever blocks.
+/// name resolution for async connect, a server's graceful shutdown, the
+/// tool's connection threads and the benchmarks' workers. Work that blocks
+/// runs on them, so no task of Swift's cooperative pool ever blocks.
 package enum Threads {
     private final class Body {
         let run: @Sendable () -> Void
@@ -53,15 +53,4 @@ package enum Threads {
         }
         return Handle(thread: thread)
     }
-}
-
-/// Starts a detached OS thread running `body`. Used for the readiness poller:
-/// a thread of our own, so no task of Swift's cooperative pool ever blocks.
-///
-/// - Parameter stackSize: The thread's stack in bytes; nil for the default.
-/// - Throws: ``TobyError/system(operation:errno:)`` for `pthread_create`
-///   (`EAGAIN` when the process or system is out of threads or memory);
-///   `body` is then released without running.
-func spawnDetachedThread(stackSize: Int? = nil, _ body: @escaping @Sendable () -> Void) throws(TobyError) {
-    try Threads.spawn(stackSize: stackSize, body)
 }

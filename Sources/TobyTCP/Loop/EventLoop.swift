@@ -49,6 +49,8 @@ final class EventLoop: @unchecked Sendable {
     private var inbox: [Job] = []
     private var stopped = false
     private var finished = false
+    /// The epoll and eventfd descriptors are closed (the thread ended).
+    private var descriptorsClosed = false
 
     // Loop thread only.
     private var slots: [TobyConnection?] = []
@@ -91,7 +93,7 @@ final class EventLoop: @unchecked Sendable {
     }
 
     deinit {
-        toby_loop_close(cLoop)
+        if !descriptorsClosed { toby_loop_close(cLoop) }
         cLoop.deallocate()
         events.deallocate()
         iov.deallocate()
@@ -151,8 +153,11 @@ final class EventLoop: @unchecked Sendable {
     var inboxHasOneJob: Bool { inbox.count == 1 }
 
     func wakeUp() {
-        // Fails only if the eventfd is gone, i.e. the loop is being torn down.
-        _ = toby_loop_wake(cLoop)
+        // Under the lock: once the thread has ended, its eventfd number is
+        // closed and may belong to another file, which must not be written.
+        lock.lock()
+        if !descriptorsClosed { _ = toby_loop_wake(cLoop) }
+        lock.unlock()
     }
 
     /// Stops the loop: every connection is closed (with its queued output
@@ -163,11 +168,7 @@ final class EventLoop: @unchecked Sendable {
         if !stopped {
             inbox.append(.stop)
             stopped = true
-            if inbox.count == 1 {
-                lock.unlock()
-                wakeUp()
-                lock.lock()
-            }
+            if inbox.count == 1 && !descriptorsClosed { _ = toby_loop_wake(cLoop) }
         }
         if !EventLoop.onAnyLoop {
             while !finished { lock.wait() }
@@ -221,6 +222,11 @@ final class EventLoop: @unchecked Sendable {
         }
         shutDownEverything()
         lock.lock()
+        // A stopped loop gives its descriptors back at once, not when the
+        // last reference to it goes (a group or a closed connection may
+        // outlive it).
+        toby_loop_close(cLoop)
+        descriptorsClosed = true
         finished = true
         lock.broadcast()
         lock.unlock()

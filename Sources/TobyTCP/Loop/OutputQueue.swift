@@ -208,8 +208,11 @@ struct OutputQueue {
                 let skip = index == head ? headOffset : 0
                 switch chunks[index] {
                 case .inline(let n):
-                    iov[count] = iovec(iov_base: inlineBase! + inlineCursor + skip, iov_len: n - skip)
-                    inlineCursor += n
+                    // `inlineRead` is already past the head chunk's sent
+                    // bytes (`consume` moves both it and `headOffset`), so
+                    // the cursor starts at the first unsent byte.
+                    iov[count] = iovec(iov_base: inlineBase! + inlineCursor, iov_len: n - skip)
+                    inlineCursor += n - skip
                 case .owned(let array):
                     let base = array.withUnsafeBytes { $0.baseAddress! }
                     iov[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: base + skip), iov_len: array.count - skip)
