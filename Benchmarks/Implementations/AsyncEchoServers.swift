@@ -46,6 +46,7 @@ final class NIOAsyncEchoServer: EchoServer {
     let group: MultiThreadedEventLoopGroup
     private let counter = Counter()
     private var task: Task<Void, Never>?
+    private let finished = Latch(1)
     private(set) var port = 0
 
     init(loops: Int) throws {
@@ -58,7 +59,9 @@ final class NIOAsyncEchoServer: EchoServer {
         }
         let box = Started()
         let group = self.group
+        let finished = self.finished
         task = Task.detached {
+            defer { finished.countDown() }
             do {
                 let listener = try await NIO.serverBootstrap(group)
                     .bind(host: "127.0.0.1", port: 0) { NIOAsync.wrap($0) }
@@ -91,8 +94,11 @@ final class NIOAsyncEchoServer: EchoServer {
 
     var accepted: Int { counter.lock.withLock { counter.value } }
 
+    /// Cancels the accept loop and waits for it and its connection tasks to
+    /// end before the group goes (else they schedule onto stopped loops).
     func stop() {
         task?.cancel()
+        _ = finished.wait(seconds: 10)
         try? group.syncShutdownGracefully()
     }
 }
