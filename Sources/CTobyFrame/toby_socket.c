@@ -55,7 +55,9 @@ static int connect_retrying(int s, const struct sockaddr *addr, socklen_t len) {
     }
 }
 
-static int resolve(const char *host, uint16_t port, int passive,
+/* getaddrinfo for stream sockets; `flags` are added to AI_NUMERICSERV
+ * (AI_PASSIVE to listen, AI_NUMERICHOST to never block). */
+static int resolve(const char *host, uint16_t port, int flags,
                    struct addrinfo **out, int *gai_error) {
     char service[8];
     snprintf(service, sizeof(service), "%u", (unsigned)port);
@@ -63,7 +65,7 @@ static int resolve(const char *host, uint16_t port, int passive,
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+    hints.ai_flags = AI_NUMERICSERV | flags;
     int rc = getaddrinfo(host, service, &hints, out);
     if (gai_error != NULL)
         *gai_error = rc;
@@ -74,13 +76,21 @@ static int resolve(const char *host, uint16_t port, int passive,
     return TOBY_EINVAL;
 }
 
-int toby_socket_connect_tcp(const char *host, uint16_t port, int *fd,
-                            int *gai_error) {
+/* Tries `attempt` on a new stream socket for each address host:port
+ * resolves to, in turn, until one succeeds (0): that socket is then stored
+ * in *fd, the caller's. A failed attempt's socket is closed. Returns 0, the
+ * last failure's -errno (`none` if there was no address to try), or the
+ * resolver's error. */
+typedef int (*address_attempt)(int s, const struct addrinfo *ai, void *ctx);
+
+static int each_address(const char *host, uint16_t port, int passive,
+                        int *gai_error, int none, address_attempt attempt,
+                        void *ctx, int *fd) {
     struct addrinfo *list = NULL;
-    int rc = resolve(host, port, 0, &list, gai_error);
+    int rc = resolve(host, port, passive ? AI_PASSIVE : 0, &list, gai_error);
     if (rc != 0)
         return rc;
-    rc = -ECONNREFUSED;
+    rc = none;
     for (struct addrinfo *ai = list; ai != NULL; ai = ai->ai_next) {
         int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
                        ai->ai_protocol);
@@ -88,16 +98,29 @@ int toby_socket_connect_tcp(const char *host, uint16_t port, int *fd,
             rc = -errno;
             continue;
         }
-        rc = connect_retrying(s, ai->ai_addr, ai->ai_addrlen);
+        rc = attempt(s, ai, ctx);
         if (rc == 0) {
-            set_nodelay(s);
             *fd = s;
             break;
         }
-        (void)close(s);
+        close_keep_errno(s);
     }
     freeaddrinfo(list);
     return rc;
+}
+
+static int attempt_connect(int s, const struct addrinfo *ai, void *ctx) {
+    (void)ctx;
+    int rc = connect_retrying(s, ai->ai_addr, ai->ai_addrlen);
+    if (rc == 0)
+        set_nodelay(s);
+    return rc;
+}
+
+int toby_socket_connect_tcp(const char *host, uint16_t port, int *fd,
+                            int *gai_error) {
+    return each_address(host, port, 0, gai_error, -ECONNREFUSED,
+                        attempt_connect, NULL, fd);
 }
 
 static int unix_address(const char *path, struct sockaddr_un *sa) {
@@ -117,14 +140,21 @@ size_t toby_socket_unix_path_max(void) {
     return sizeof(sa.sun_path) - 1;
 }
 
-int toby_socket_connect_unix(const char *path, int *fd) {
-    struct sockaddr_un sa;
-    int rc = unix_address(path, &sa);
+/* The address of `path` and a new close-on-exec Unix stream socket for it. */
+static int unix_socket(const char *path, struct sockaddr_un *sa, int *s) {
+    int rc = unix_address(path, sa);
     if (rc != 0)
         return rc;
-    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        return -errno;
+    *s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    return *s < 0 ? -errno : 0;
+}
+
+int toby_socket_connect_unix(const char *path, int *fd) {
+    struct sockaddr_un sa;
+    int s = -1;
+    int rc = unix_socket(path, &sa, &s);
+    if (rc != 0)
+        return rc;
     rc = connect_retrying(s, (struct sockaddr *)&sa, sizeof(sa));
     if (rc != 0) {
         (void)close(s);
@@ -134,55 +164,42 @@ int toby_socket_connect_unix(const char *path, int *fd) {
     return 0;
 }
 
+struct listen_request {
+    int backlog;
+    uint16_t *bound_port;
+};
+
+static int attempt_listen(int s, const struct addrinfo *ai, void *ctx) {
+    const struct listen_request *req = ctx;
+    int one = 1;
+    (void)setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(s, ai->ai_addr, ai->ai_addrlen) != 0 ||
+        listen(s, req->backlog) != 0)
+        return -errno;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(s, (struct sockaddr *)&ss, &len) != 0)
+        return -errno;
+    if (ss.ss_family == AF_INET)
+        *req->bound_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    else
+        *req->bound_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return 0;
+}
+
 int toby_socket_listen_tcp(const char *host, uint16_t port, int backlog,
                            int *fd, uint16_t *bound_port, int *gai_error) {
-    struct addrinfo *list = NULL;
-    int rc = resolve(host, port, 1, &list, gai_error);
-    if (rc != 0)
-        return rc;
-    rc = -EADDRNOTAVAIL;
-    for (struct addrinfo *ai = list; ai != NULL; ai = ai->ai_next) {
-        int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-                       ai->ai_protocol);
-        if (s < 0) {
-            rc = -errno;
-            continue;
-        }
-        int one = 1;
-        (void)setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(s, ai->ai_addr, ai->ai_addrlen) != 0 ||
-            listen(s, backlog) != 0) {
-            rc = -errno;
-            close_keep_errno(s);
-            continue;
-        }
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof(ss);
-        if (getsockname(s, (struct sockaddr *)&ss, &len) != 0) {
-            rc = -errno;
-            close_keep_errno(s);
-            continue;
-        }
-        if (ss.ss_family == AF_INET)
-            *bound_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        else
-            *bound_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        *fd = s;
-        rc = 0;
-        break;
-    }
-    freeaddrinfo(list);
-    return rc;
+    struct listen_request req = {backlog, bound_port};
+    return each_address(host, port, 1, gai_error, -EADDRNOTAVAIL,
+                        attempt_listen, &req, fd);
 }
 
 int toby_socket_listen_unix(const char *path, int backlog, int *fd) {
     struct sockaddr_un sa;
-    int rc = unix_address(path, &sa);
+    int s = -1;
+    int rc = unix_socket(path, &sa, &s);
     if (rc != 0)
         return rc;
-    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        return -errno;
     if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
         listen(s, backlog) != 0) {
         rc = -errno;
@@ -266,19 +283,11 @@ int toby_socket_resolve(const char *host, uint16_t port, int numeric_only,
                         toby_address *out, int capacity, int *gai_error) {
     if (host == NULL || out == NULL || capacity <= 0)
         return TOBY_EINVAL;
-    char service[8];
-    snprintf(service, sizeof(service), "%u", (unsigned)port);
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV | (numeric_only ? AI_NUMERICHOST : 0);
     struct addrinfo *list = NULL;
-    int rc = getaddrinfo(host, service, &hints, &list);
-    if (gai_error != NULL)
-        *gai_error = rc;
+    int rc = resolve(host, port, numeric_only ? AI_NUMERICHOST : 0, &list,
+                     gai_error);
     if (rc != 0)
-        return (rc == EAI_SYSTEM && errno != 0) ? -errno : TOBY_EINVAL;
+        return rc;
     int count = 0;
     for (struct addrinfo *ai = list; ai != NULL && count < capacity;
          ai = ai->ai_next) {

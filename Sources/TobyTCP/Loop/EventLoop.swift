@@ -233,19 +233,27 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func dispatch(_ event: toby_loop_event) {
-        if event.token & EventLoop.waitFlag != 0 && event.token & EventLoop.listenerFlag == 0 {
+        if EventLoop.isWritableWait(event.token) {
             endWritableWait(event.token, error: nil)
             return
         }
         if event.token & EventLoop.listenerFlag != 0 {
-            let slot = Int(event.token & 0xffff_ffff)
-            if slot < listeners.count, let listener = listeners[slot], listener.token == event.token {
-                acceptConnections(listener)
-            }
+            if let listener = listener(for: event.token) { acceptConnections(listener) }
             return
         }
         guard let connection = connection(for: event.token) else { return }
         connection.handle(events: event.events)
+    }
+
+    private static func isWritableWait(_ token: UInt64) -> Bool {
+        token & waitFlag != 0 && token & listenerFlag == 0
+    }
+
+    /// The listener registration a token names, if it is still current.
+    private func listener(for token: UInt64) -> ListenerRegistration? {
+        let slot = Int(token & 0xffff_ffff)
+        guard slot < listeners.count, let listener = listeners[slot], listener.token == token else { return nil }
+        return listener
     }
 
     private func connection(for token: UInt64) -> TobyConnection? {
@@ -258,28 +266,13 @@ final class EventLoop: @unchecked Sendable {
 
     /// Takes ownership of an accepted, non-blocking descriptor.
     private func adopt(fd: Int32, peer: String, server: ServerCore) {
-        let slot: Int
-        if let free = freeSlots.popLast() {
-            slot = free
-        } else {
-            slot = slots.count
-            slots.append(nil)
-            generations.append(0)
-        }
-        let token = UInt64(generations[slot]) << 32 | UInt64(slot)
-        let rc = toby_loop_add(cLoop, fd, token, UInt32(TOBY_LOOP_READ))
-        if rc != 0 {
+        do throws(TobyError) {
+            _ = try serve(fd: fd, peer: peer, core: server)
+        } catch {
             // ENOMEM or ENOSPC (max_user_watches): refuse this one, go on.
-            freeSlots.append(slot)
             _ = Glibc.close(fd)
-            server.noteAcceptFailure(TobyError.fromCode(Int(rc), operation: "epoll_ctl"))
-            return
+            server.noteAcceptFailure(error)
         }
-        let connection = TobyConnection(fd: fd, peer: peer, token: token, loop: self, server: server)
-        slots[slot] = connection
-        connectionCount += 1
-        server.connectionOpened()
-        connection.open()
     }
 
     /// Called by a connection as it closes its descriptor.
@@ -370,9 +363,10 @@ final class EventLoop: @unchecked Sendable {
         }
     }
 
-    /// Adopts a connected, non-blocking client descriptor; returns its
-    /// connection, opened (its handler made and told).
-    func adoptClient(fd: Int32, peer: String, core: ServerCore) throws(TobyError) -> TobyConnection {
+    /// Serves a connected, non-blocking descriptor (accepted, or a client's):
+    /// registers it under a fresh token and returns its connection, opened
+    /// (its handler made and told). On failure the caller still owns `fd`.
+    func serve(fd: Int32, peer: String, core: ServerCore) throws(TobyError) -> TobyConnection {
         let slot: Int
         if let free = freeSlots.popLast() {
             slot = free
@@ -403,17 +397,14 @@ final class EventLoop: @unchecked Sendable {
 
     private func runTimers() {
         while let entry = timers.popDue(now: now) {
-            if entry.token & EventLoop.waitFlag != 0 && entry.token & EventLoop.listenerFlag == 0 {
+            if EventLoop.isWritableWait(entry.token) {
                 if let wait = writableWaits[entry.token] {
                     endWritableWait(entry.token, error: TobyError.timedOut(wait.timeout))
                 }
                 continue
             }
             if entry.token & EventLoop.listenerFlag != 0 {
-                let slot = Int(entry.token & 0xffff_ffff)
-                if slot < listeners.count, let listener = listeners[slot], listener.token == entry.token {
-                    resumeAccepting(listener)
-                }
+                if let listener = listener(for: entry.token) { resumeAccepting(listener) }
                 continue
             }
             connection(for: entry.token)?.timerFired()

@@ -102,8 +102,8 @@ extension TobyAsyncConnection {
             made.connection = connection
             return AsyncClientBridge(connection: connection)
         }
-        _ = try loop.adoptClient(fd: fd, peer: peer, core: core)
-        // Made synchronously by adoptClient's open(); never nil here. The box
+        _ = try loop.serve(fd: fd, peer: peer, core: core)
+        // Made synchronously by serve's open(); never nil here. The box
         // lets go of it so the factory does not keep the connection alive.
         let connection = made.connection
         made.connection = nil

@@ -177,11 +177,11 @@ public final class TobyAsyncConnection: @unchecked Sendable {
     /// The inbound messages, one at a time, as views of their batch (no
     /// copy). Ends with `nil` at a clean end of stream and throws the
     /// connection's error (``TobyError``) after every message before it.
-    public var messages: Messages { Messages(connection: self) }
+    public var messages: Messages { Messages(connection: self) { try await $0.nextMessageOnLoop() } }
 
     /// The inbound messages a read at a time: each element is every complete
     /// message that read brought.
-    public var batches: Batches { Batches(connection: self) }
+    public var batches: Batches { Batches(connection: self) { try await $0.nextBatchOnLoop() } }
 
     /// The next message, lent to `body` (valid during the call): parse in
     /// place without copying. Returns nil at the end of stream.
@@ -268,54 +268,40 @@ public final class TobyAsyncConnection: @unchecked Sendable {
 }
 
 extension TobyAsyncConnection {
-    /// The inbound messages (see ``TobyAsyncConnection/messages``).
-    public struct Messages: AsyncSequence, Sendable {
-        /// One message, a view of its batch's storage.
-        public typealias Element = ArraySlice<UInt8>
+    /// The inbound messages (``TobyAsyncConnection/messages``), each a view
+    /// of its batch's storage.
+    public typealias Messages = Inbound<ArraySlice<UInt8>>
+
+    /// The inbound batches (``TobyAsyncConnection/batches``): every complete
+    /// message one read brought.
+    public typealias Batches = Inbound<TobyBatch>
+
+    /// Inbound elements (messages or batches) as an `AsyncSequence`, ending
+    /// with nil at a clean end of stream and throwing the connection's error
+    /// after every element before it.
+    public struct Inbound<Element: Sendable>: AsyncSequence, Sendable {
         let connection: TobyAsyncConnection
+        /// Takes the next element, on the connection's loop.
+        let take: @Sendable (TobyAsyncConnection) async throws -> Element?
 
         /// Starts iterating; a second iterator at the same time throws
         /// ``TobyError/alreadyReceiving`` from its first `next()`.
         public func makeAsyncIterator() -> Iterator {
-            Iterator(connection: connection, claim: Claim(connection))
+            Iterator(connection: connection, take: take, claim: Claim(connection))
         }
 
-        /// Iterates the messages.
+        /// Iterates the elements.
         public struct Iterator: AsyncIteratorProtocol {
             let connection: TobyAsyncConnection
+            let take: @Sendable (TobyAsyncConnection) async throws -> Element?
             let claim: Claim
 
-            /// The next message, nil at the end of stream.
-            public mutating func next() async throws -> ArraySlice<UInt8>? {
+            /// The next element, nil at the end of stream.
+            public mutating func next() async throws -> Element? {
                 guard claim.held else { throw TobyError.alreadyReceiving }
                 let connection = self.connection
-                return try await connection.onLoop { try await connection.nextMessageOnLoop() }
-            }
-        }
-    }
-
-    /// The inbound batches (see ``TobyAsyncConnection/batches``).
-    public struct Batches: AsyncSequence, Sendable {
-        /// Every complete message one read brought.
-        public typealias Element = TobyBatch
-        let connection: TobyAsyncConnection
-
-        /// Starts iterating; a second iterator at the same time throws
-        /// ``TobyError/alreadyReceiving`` from its first `next()`.
-        public func makeAsyncIterator() -> Iterator {
-            Iterator(connection: connection, claim: Claim(connection))
-        }
-
-        /// Iterates the batches.
-        public struct Iterator: AsyncIteratorProtocol {
-            let connection: TobyAsyncConnection
-            let claim: Claim
-
-            /// The next batch, nil at the end of stream.
-            public mutating func next() async throws -> TobyBatch? {
-                guard claim.held else { throw TobyError.alreadyReceiving }
-                let connection = self.connection
-                return try await connection.onLoop { try await connection.nextBatchOnLoop() }
+                let take = self.take
+                return try await connection.onLoop { try await take(connection) }
             }
         }
     }

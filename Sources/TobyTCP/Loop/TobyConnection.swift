@@ -139,25 +139,15 @@ public final class TobyConnection: @unchecked Sendable {
     ///   connection is closing or closed.
     public func send(_ bytes: UnsafeRawBufferPointer) throws(TobyError) {
         try checkLength(bytes.count)
-        if loop.isCurrent {
-            guard state.acceptsSends else { throw sendError() }
-            output.append(payload: bytes, order: order, pool: loop.outputPool)
-            markDirty()
-        } else {
-            try sendForeign([[UInt8](bytes)], bytes: bytes.count)
-        }
+        if try queueIfOnLoop({ $0.append(payload: bytes, order: $1, pool: $2) }) { return }
+        try sendForeign([[UInt8](bytes)], bytes: bytes.count)
     }
 
     /// Sends one message held by an array (retained, not copied, when large).
     public func send(_ message: [UInt8]) throws(TobyError) {
         try checkLength(message.count)
-        if loop.isCurrent {
-            guard state.acceptsSends else { throw sendError() }
-            output.append(payload: message, order: order, pool: loop.outputPool)
-            markDirty()
-        } else {
-            try sendForeign([message], bytes: message.count)
-        }
+        if try queueIfOnLoop({ $0.append(payload: message, order: $1, pool: $2) }) { return }
+        try sendForeign([message], bytes: message.count)
     }
 
     /// Sends the UTF-8 bytes of `text` as one message.
@@ -167,16 +157,30 @@ public final class TobyConnection: @unchecked Sendable {
 
     /// Sends several messages, in order.
     public func send(contentsOf messages: [[UInt8]]) throws(TobyError) {
-        for message in messages { try checkLength(message.count) }
-        if loop.isCurrent {
-            guard state.acceptsSends else { throw sendError() }
-            for message in messages { output.append(payload: message, order: order, pool: loop.outputPool) }
-            markDirty()
-        } else {
-            var total = 0
-            for message in messages { total += message.count }
-            try sendForeign(messages, bytes: total)
+        var total = 0
+        for message in messages {
+            try checkLength(message.count)
+            total += message.count
         }
+        let queued = try queueIfOnLoop { queue, order, pool in
+            for message in messages { queue.append(payload: message, order: order, pool: pool) }
+        }
+        if !queued { try sendForeign(messages, bytes: total) }
+    }
+
+    /// On this connection's loop: queues with `body` (given the output queue,
+    /// the byte order and the loop's buffer pool) and returns true, or throws
+    /// if sends are refused now. Elsewhere: false, for the caller to hand the
+    /// message over.
+    @inline(__always)
+    private func queueIfOnLoop(
+        _ body: (inout OutputQueue, toby_byte_order, BufferPool) -> Void
+    ) throws(TobyError) -> Bool {
+        guard loop.isCurrent else { return false }
+        guard state.acceptsSends else { throw sendError() }
+        body(&output, order, loop.outputPool)
+        markDirty()
+        return true
     }
 
     /// Sends a received message on, unchanged. On the loop that lent it,
