@@ -443,6 +443,35 @@ final class ServerTests: XCTestCase {
         withExtendedLifetime((group, server)) {}
     }
 
+    /// close() called by a handler, on a loop thread, cannot wait for the
+    /// loops: it starts the same steps and returns; the loops finish them.
+    func testCloseFromAHandlerOnTheLoop() throws {
+        final class Holder: @unchecked Sendable {
+            let lock = ConditionLock()
+            var server: TobyServer?  // guarded by lock
+        }
+        struct Stopper: TobyServerHandler {
+            let holder: Holder
+            func received(_ messages: TobyMessages, on connection: TobyConnection) {
+                try? connection.send(contentsOf: messages)
+                holder.lock.withLock { holder.server }?.close()
+            }
+        }
+        let holder = Holder()
+        let group = try TobyEventLoopGroup(threads: 2)
+        defer { group.shutdown() }
+        let server = try TobyServer.listen(port: 0, group: group) { _ in Stopper(holder: holder) }
+        holder.lock.withLock { holder.server = server }
+        let client = try TobyMessenger.connect(host: "127.0.0.1", port: server.port)
+        let receiver = try client.start()
+        try client.send([5])
+        XCTAssertEqual(try receiver.receive(), [5], "the reply queued before the close still goes out")
+        XCTAssertNil(try receiver.receive(), "then the connection ends")
+        XCTAssertTrue(ServerEvents().wait { server.connectionCount == 0 })
+        XCTAssertTrue(ServerEvents().wait { (try? TobyMessenger.connect(host: "127.0.0.1", port: server.port)) == nil },
+                      "the listener is closed")
+    }
+
     func testInvalidOptionsAreRefused() {
         XCTAssertThrowsError(try TobyServer.listen(port: 0, options: .init(writeHighWaterMark: 10, writeLowWaterMark: 10)) { _ in
             EchoHandler()

@@ -207,8 +207,9 @@ public final class TobyServer: Sendable {
     /// descriptor is closed), waits up to `gracePeriod` for the sockets to
     /// take what is queued, aborts the connections left, removes a
     /// Unix socket file, and stops the loops if the server made them.
-    /// Calling it again does nothing. Must not be called on a loop thread
-    /// (it waits for the loops).
+    /// Calling it again does nothing. On a loop thread (a handler, or the
+    /// last reference dropped there) it cannot wait for the loops: it then
+    /// only starts the same steps, which the loops finish by themselves.
     public func close(gracePeriod: Duration = .seconds(5)) {
         let first = closeLock.withLock {
             let first = !closed
@@ -216,6 +217,10 @@ public final class TobyServer: Sendable {
             return first
         }
         guard first else { return }
+        if EventLoop.onAnyLoop {
+            closeWithoutWaiting()
+            return
+        }
         stopAccepting()
         let core = self.core
         for loop in group.loops {
@@ -267,6 +272,43 @@ public final class TobyServer: Sendable {
             }
             if done { continuation.resume() }
         }
+    }
+
+    /// `close` on a loop thread: every loop stops accepting and closes this
+    /// server's connections gracefully; the last one to do so closes the
+    /// listening socket (and stops an owned group). Captures no `self`, so it
+    /// is safe from `deinit`.
+    private func closeWithoutWaiting() {
+        let core = self.core
+        let group = self.group
+        let ownsGroup = self.ownsGroup
+        final class Countdown: @unchecked Sendable {
+            let lock = ConditionLock()
+            var left: Int  // guarded by lock
+            init(_ count: Int) { left = count }
+            func done() -> Bool { lock.withLock { left -= 1; return left == 0 } }
+        }
+        let countdown = Countdown(group.loops.count)
+        let finish: @Sendable () -> Void = {
+            _ = Glibc.close(core.listenFD)
+            if let unixPath = core.unixPath { _ = unlink(unixPath) }
+            if ownsGroup { group.shutdown() }
+        }
+        for loop in group.loops {
+            let queued = loop.enqueue(.run {
+                loop.removeListener(core)
+                loop.closeConnections(of: core, abortive: false)
+                if countdown.done() { finish() }
+            })
+            if !queued && countdown.done() { finish() }
+        }
+        let waiters = closeLock.withLock {
+            finished = true
+            let waiters = closeWaiters
+            closeWaiters.removeAll()
+            return waiters
+        }
+        for waiter in waiters { waiter.resume() }
     }
 
     /// Removes the listener from every loop and waits until each has done so.
