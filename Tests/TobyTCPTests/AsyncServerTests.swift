@@ -8,6 +8,26 @@ import XCTest
 import Glibc
 #endif
 
+/// Polls `condition` (a state the code under test reaches) until it holds,
+/// failing the test after 10 s; the polling interval is no synchronisation.
+func eventually(_ condition: () async -> Bool, file: StaticString = #filePath, line: UInt = #line) async throws {
+    let deadline = ContinuousClock.now + .seconds(10)
+    while !(await condition()) {
+        guard ContinuousClock.now < deadline else {
+            XCTFail("condition not reached within 10 s", file: file, line: line)
+            return
+        }
+        try await Task.sleep(for: .milliseconds(1))
+    }
+}
+
+extension TobyAsyncConnection {
+    /// Reads loop-only state on the connection's loop.
+    func onLoopValue<T: Sendable>(_ body: @Sendable () -> T) async -> T {
+        await withTaskExecutorPreference(loop) { body() }
+    }
+}
+
 /// The async API on the event loops: server tasks, async connect, inbound
 /// sequences, sends that suspend, cancellation, single consumer.
 final class AsyncServerTests: XCTestCase {
@@ -97,7 +117,7 @@ final class AsyncServerTests: XCTestCase {
             for try await _ in client.messages { return "message" }
             return "end of stream"
         }
-        try await Task.sleep(for: .milliseconds(50))  // let it suspend (the outcome does not depend on it)
+        try await eventually { await client.onLoopValue { client.isWaitingForInbound } }
         waiting.cancel()
         do {
             let outcome = try await waiting.value
@@ -147,7 +167,7 @@ final class AsyncServerTests: XCTestCase {
         XCTAssertLessThan(ran - t0, .milliseconds(100))
         // A send waiting for room is cancelled cleanly.
         let sender = Task { try await client.send(big) }
-        try await Task.sleep(for: .milliseconds(50))
+        try await eventually { await client.onLoopValue { client.core.outputWaiterCount > 0 } }
         sender.cancel()
         do {
             try await sender.value
@@ -227,7 +247,7 @@ final class AsyncServerTests: XCTestCase {
             XCTAssertLessThan(accepted, 64, "the queue never filled")
         }
         let blocked = Task { try await client.send(big) }
-        try await Task.sleep(for: .milliseconds(50))
+        try await eventually { await client.onLoopValue { client.core.outputWaiterCount > 0 } }
         blocked.cancel()
         do {
             try await blocked.value
@@ -308,7 +328,12 @@ final class AsyncServerTests: XCTestCase {
         let attempt = Task {
             try await TobyAsyncConnection.connect(host: "127.0.0.1", port: fullPort, group: group, timeout: .seconds(30))
         }
-        try await Task.sleep(for: .milliseconds(100))
+        // Until the connect waits on one of the loops (each read on its own thread).
+        try await eventually {
+            var waiting = 0
+            for loop in group.loops { waiting += await withTaskExecutorPreference(loop) { loop.writableWaitCount } }
+            return waiting > 0
+        }
         attempt.cancel()
         do {
             let connection = try await attempt.value

@@ -354,6 +354,9 @@ final class EventLoop: @unchecked Sendable {
         }
     }
 
+    /// Connects waiting for writability (loop only; tests).
+    var writableWaitCount: Int { writableWaits.count }
+
     private func endWritableWait(_ token: UInt64, error: (any Error)?) {
         guard let wait = writableWaits.removeValue(forKey: token) else { return }
         if let error {

@@ -147,6 +147,9 @@ public final class TobyAsyncConnection: @unchecked Sendable {
         return batch
     }
 
+    /// Whether a consumer is suspended waiting for inbound (loop only; tests).
+    var isWaitingForInbound: Bool { waiter != nil }
+
     private func waitForInbound() async throws {
         try Task.checkCancellation()
         nextWaiterID += 1

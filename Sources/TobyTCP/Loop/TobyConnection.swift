@@ -92,6 +92,8 @@ public final class TobyConnection: @unchecked Sendable {
     private var outputWaiters: [OutputWaiter] = []
     private var nextWaiterID = 0
     private var isDirty = false
+    /// Other threads' work was left for the output queue to drain.
+    private var foreignDeferred = false
     private var deadline: UInt64 = .max
     private var timerAt: UInt64 = .max
     private var failure: TobyError?
@@ -324,8 +326,10 @@ public final class TobyConnection: @unchecked Sendable {
         }
         if output.pendingBytes >= highWater && foreignClose != .abortive {
             loop.lock.unlock()
+            foreignDeferred = true  // taken when the queue drains (flushOutput)
             return
         }
+        foreignDeferred = false
         let messages = foreign
         let close = foreignClose
         foreign.removeAll()
@@ -740,15 +744,13 @@ public final class TobyConnection: @unchecked Sendable {
             break
         }
         updateInterest()
-        if foreignPending() { takeForeignWork() }
+        // Work from other threads arrives with a job of its own; only work
+        // deferred by back-pressure needs taking here (no lock per flush).
+        if foreignDeferred { takeForeignWork() }
         // Frames may wait in the ring with nothing new on the socket, which
         // level-triggered readiness would never report: decode them now.
         resumeOutputWaiters()
         if resume && state.reads && !readHeld { readAndDeliver() }
-    }
-
-    private func foreignPending() -> Bool {
-        loop.lock.withLock { !foreign.isEmpty || foreignClose != nil }
     }
 
     private func updateInterest() {
@@ -865,6 +867,9 @@ extension TobyConnection {
         let deadline: UInt64
         let continuation: CheckedContinuation<Void, any Error>
     }
+
+    /// Tasks suspended waiting for the output queue (loop only; tests).
+    var outputWaiterCount: Int { outputWaiters.count }
 
     /// Whether a send now would find the queue at or above its high-water mark.
     var outputIsFull: Bool { output.pendingBytes >= highWater }

@@ -236,13 +236,7 @@ public final class TobyServer: Sendable {
         if ownsGroup { group.shutdown() }
         _ = Glibc.close(core.listenFD)
         if let unixPath = core.unixPath { _ = unlink(unixPath) }
-        let waiters = closeLock.withLock {
-            finished = true
-            let waiters = closeWaiters
-            closeWaiters.removeAll()
-            return waiters
-        }
-        for waiter in waiters { waiter.resume() }
+        markFinished()
     }
 
     /// ``close(gracePeriod:)`` for async code: the waiting happens on a
@@ -302,6 +296,11 @@ public final class TobyServer: Sendable {
             })
             if !queued && countdown.done() { finish() }
         }
+        markFinished()
+    }
+
+    /// Resumes every `waitUntilClosed()`, and any later one at once.
+    private func markFinished() {
         let waiters = closeLock.withLock {
             finished = true
             let waiters = closeWaiters
