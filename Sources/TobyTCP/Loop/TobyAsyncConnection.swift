@@ -93,12 +93,13 @@ public final class TobyAsyncConnection: @unchecked Sendable {
     func nextBatchOnLoop() async throws -> TobyBatch? {
         while true {
             if let batch = current {
+                // A message receive took part of it (or all of it): the
+                // rest, if any, as a batch of its own.
+                let taken = currentIndex
                 current = nil
-                if currentIndex == 0 { return batch }
-                // A message iterator took part of it: the rest, as its own batch.
-                let rest = TobyBatch(remainderOf: batch, from: currentIndex)
                 currentIndex = 0
-                return rest
+                if taken == 0 { return batch }
+                if taken < batch.count { return TobyBatch(remainderOf: batch, from: taken) }
             }
             if let batch = popBatch() { return batch }
             if let ended {
