@@ -65,11 +65,13 @@ let package = Package(
         // The README's quick start, run by TobyToolTests so it cannot rot.
         .executableTarget(name: "QuickStart", dependencies: ["TobyTCP"], path: "Examples/QuickStart"),
         .testTarget(name: "CTobyFrameTests", dependencies: ["CTobyFrame"]),
-        .testTarget(name: "TobyTCPTests", dependencies: ["TobyTCP", "CTobyFrame"]),
+        // Clients shared by the test targets (the shutdown probe).
+        .target(name: "TobyTestSupport", dependencies: ["TobyTCP"], path: "Tests/TobyTestSupport"),
+        .testTarget(name: "TobyTCPTests", dependencies: ["TobyTCP", "CTobyFrame", "TobyTestSupport"]),
         .testTarget(
             name: "TobyTCPServiceLifecycleTests",
             dependencies: [
-                "TobyTCPServiceLifecycle", "TobyTCP",
+                "TobyTCPServiceLifecycle", "TobyTCP", "TobyTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),

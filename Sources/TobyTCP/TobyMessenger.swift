@@ -216,4 +216,82 @@ public final class TobyMessenger: Sendable {
     public func close() throws(TobyError) {
         try sender.close()
     }
+
+    /// Ends the connection gracefully from a server's side while another
+    /// thread may be serving it (receive, answer, receive…): what a server
+    /// does to its connections when it stops.
+    ///
+    /// 1. The receiver delivers nothing more: its next receive (or the one
+    ///    waiting now, once bytes arrive) returns the end of the stream.
+    ///    What the peer still sends is read and discarded.
+    /// 2. Once the serving thread owes nothing (it waits in a receive, or it
+    ///    saw the end), everything accepted is sent and the write side is
+    ///    shut down, so the peer reads every reply, then the end of stream.
+    /// 3. Reading and discarding goes on until the peer ends too, or until
+    ///    it has acknowledged everything and gone quiet, so that closing
+    ///    sends no reset that would destroy replies in flight.
+    ///
+    /// So every message the receiver delivered has the replies its thread
+    /// sent for it delivered before the end of stream. After `linger` the
+    /// connection is reset instead (a peer still sending, or not reading).
+    /// Blocks the calling thread for at most about `linger`; the descriptor
+    /// is closed, as always, when the messenger and receiver are both gone.
+    ///
+    /// - Parameter linger: The longest the whole shutdown may take.
+    public func shutdown(linger: Duration = .seconds(2)) {
+        let deadline = monotonicNanoseconds() &+ linger.clampedNanoseconds
+        socket.quiescing.store(true, ordering: .sequentiallyConsistent)
+        let receiving = startLock.withLock { started }
+        var discarded = 0
+        var peerEnded = false
+        // Until the serving thread owes nothing, discard what arrives: it
+        // would not be delivered now anyway.
+        while receiving && !socket.receiverParked.load(ordering: .sequentiallyConsistent)
+            && !socket.receiverStopped.load(ordering: .sequentiallyConsistent) {
+            if monotonicNanoseconds() >= deadline || peerEnded { break }
+            peerEnded = discardInput(waitingMilliseconds: 1, count: &discarded)
+        }
+        var clean = false
+        if monotonicNanoseconds() < deadline && sender.close(until: deadline) {
+            // Linger: the peer's end, or everything acknowledged and silence.
+            var interval: Int32 = 1
+            while !peerEnded && monotonicNanoseconds() < deadline {
+                let before = discarded
+                peerEnded = discardInput(waitingMilliseconds: interval, count: &discarded)
+                if peerEnded { break }
+                if discarded == before && socket.unacknowledgedBytes == 0 {
+                    clean = true
+                    break
+                }
+                interval = min(interval * 2, 100)
+            }
+            clean = clean || peerEnded
+        }
+        if !clean {
+            var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+            _ = setsockopt(socket.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        }
+        // Wakes a receive still waiting (it then ends the stream) and a
+        // send still blocked; nothing more goes either way.
+        socket.shutdown(Int32(SHUT_RDWR))
+    }
+
+    /// Waits up to `waitingMilliseconds` for bytes and discards what is
+    /// there, adding their count; true once the peer ended (or failed).
+    private func discardInput(waitingMilliseconds: Int32, count: inout Int) -> Bool {
+        var pfd = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
+        let ready = poll(&pfd, 1, waitingMilliseconds)
+        guard ready > 0 else { return false }
+        var buffer = [UInt8](repeating: 0, count: 16 << 10)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(socket.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n > 0 {
+                count += n
+                continue
+            }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return false }
+            return true  // 0: the peer's end; or an error: nothing more to read
+        }
+    }
 }

@@ -112,9 +112,28 @@ public final class TobyReceiver: @unchecked Sendable {
             UInt64(configuration.maxFrameLength), configuration.cByteOrder, socket.fd, toby_io_system())
     }
 
-    /// Whether ``close()`` was called.
+    /// Whether ``close()`` was called, or a graceful shutdown began
+    /// (``TobyMessenger/shutdown(linger:)``): either way nothing more is
+    /// delivered.
     @inline(__always)
-    private var isClosed: Bool { closedByOwner.load(ordering: .acquiring) }
+    private var isClosed: Bool {
+        closedByOwner.load(ordering: .acquiring) || socket.quiescing.load(ordering: .sequentiallyConsistent)
+    }
+
+    /// Runs a wait for bytes (a blocking read or a poll) marked as parked,
+    /// so a graceful shutdown knows this receiver owes nothing. The flag
+    /// goes up before the shutdown flag is checked, and down before what
+    /// was read is looked at: whichever way the two race, nothing read
+    /// after the shutdown began is delivered, and the shutdown never
+    /// closes the send side under a message still being answered.
+    @inline(__always)
+    private func parked<T>(_ blocking: Bool, _ body: () throws(TobyError) -> T) throws(TobyError) -> T? {
+        guard blocking else { return try body() }
+        socket.receiverParked.store(true, ordering: .sequentiallyConsistent)
+        defer { socket.receiverParked.store(false, ordering: .sequentiallyConsistent) }
+        if socket.quiescing.load(ordering: .sequentiallyConsistent) { return nil }
+        return try body()
+    }
 
     /// With the lock held, once closed: releases what the receiver buffered.
     private func discardAfterClose() {
@@ -360,6 +379,9 @@ public final class TobyReceiver: @unchecked Sendable {
         while true {
             if isClosed {
                 discardAfterClose()
+                if socket.quiescing.load(ordering: .relaxed) {
+                    socket.receiverStopped.store(true, ordering: .sequentiallyConsistent)
+                }
                 return .end
             }
             if let failure { throw failure }
@@ -380,7 +402,7 @@ public final class TobyReceiver: @unchecked Sendable {
                 }
                 return .wouldBlock
             case Int32(TOBY_NEED_MORE):
-                let n = toby_reader_fill(reader, flags)
+                guard let n = try parked(flags == 0, { toby_reader_fill(reader, flags) }) else { continue }
                 if n >= 0 { continue }
                 if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) {
                     if try waitForData(flags: flags, deadline: deadline) { continue }
@@ -400,9 +422,9 @@ public final class TobyReceiver: @unchecked Sendable {
     /// waits for as long as it takes (the socket was made non-blocking, or
     /// given SO_RCVTIMEO, by its owner); a deadline of 0 means don't wait.
     private func waitForData(flags: Int32, deadline: UInt64?) throws(TobyError) -> Bool {
-        guard let deadline else { return try socket.waitReadable(deadline: nil) }
-        guard deadline > 0 else { return false }
-        return try socket.waitReadable(deadline: deadline)
+        if deadline == 0 { return false }
+        // A shutdown that began: read again, which then ends the stream.
+        return try parked(true) { () throws(TobyError) in try socket.waitReadable(deadline: deadline) } ?? true
     }
 
     /// Reads a frame too large for the ring into `large`, growing it as
@@ -428,9 +450,12 @@ public final class TobyReceiver: @unchecked Sendable {
             }
             let filled = largeFilled
             let room = large.count - filled
-            let n = large.withUnsafeMutableBytes { buffer in
-                toby_reader_direct_fill(reader, buffer.baseAddress! + filled, room, flags)
+            let fill = { () throws(TobyError) -> Int in
+                self.large.withUnsafeMutableBytes { buffer in
+                    toby_reader_direct_fill(self.reader, buffer.baseAddress! + filled, room, flags)
+                }
             }
+            guard let n = try parked(flags == 0, fill) else { return false }
             if n > 0 {
                 largeFilled += n
                 continue

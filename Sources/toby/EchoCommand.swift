@@ -70,11 +70,11 @@ struct EchoCommand: ParsableCommand {
     func run() throws {
         switch api {
         case .handler:
-            try Server.runOnLoops(endpoint: endpoint, framing: framing, threads: threads) { _ in LoopEcho() }
+            try Server.runOnLoops(endpoint: endpoint, framing: framing, threads: threads, grace: .seconds(5)) { _ in LoopEcho() }
         case .async:
-            try Server.runOnLoops(endpoint: endpoint, framing: framing, threads: threads, serve: EchoCommand.echo)
+            try Server.runOnLoops(endpoint: endpoint, framing: framing, threads: threads, grace: .seconds(5), serve: EchoCommand.echo)
         case .blocking:
-            try Server.run(endpoint: endpoint, framing: framing, handle: EchoCommand.echo)
+            try Server.run(endpoint: endpoint, framing: framing, grace: .seconds(5), handle: EchoCommand.echo)
         }
     }
 

@@ -25,7 +25,7 @@ struct ListenCommand: ParsableCommand {
 
     func run() throws {
         let hex = self.hex
-        try Server.run(endpoint: endpoint, framing: framing) { messenger in
+        try Server.run(endpoint: endpoint, framing: framing, grace: .zero) { messenger in
             ListenCommand.show(messenger, hex: hex)
         }
     }

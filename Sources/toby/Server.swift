@@ -13,8 +13,14 @@ enum Server {
     /// `listening on ADDRESS`, then accepts connections, each served by
     /// `handle` on a thread of its own. On a signal it closes the listener
     /// (which removes a Unix socket file) and exits with status 0.
+    ///
+    /// On the signal it stops accepting, goes on serving the open
+    /// connections for up to `grace`, then shuts down those left
+    /// (``TobyMessenger/shutdown(linger:)``: no more messages delivered,
+    /// every reply owed sent, the stream ended, the peer's end awaited for
+    /// up to `linger`), as the event-loop servers do.
     static func run(
-        endpoint: EndpointOptions, framing: FramingOptions,
+        endpoint: EndpointOptions, framing: FramingOptions, grace: Duration, linger: Duration = .seconds(2),
         handle: @escaping @Sendable (TobyMessenger) -> Void
     ) throws -> Never {
         // Handlers first, so a signal sent as soon as the line is read is ours.
@@ -27,6 +33,7 @@ enum Server {
             throw ExitCode.failure
         }
         Output.line("listening on \(listener.address)")
+        let live = LiveConnections()
 
         try Threads.spawn {
             while true {
@@ -41,16 +48,27 @@ enum Server {
                     usleep(50_000)
                     continue
                 }
+                live.add(messenger)
                 do {
-                    try Threads.spawn { handle(messenger) }
+                    try Threads.spawn {
+                        handle(messenger)
+                        live.remove(messenger)
+                    }
                 } catch {
                     Output.error("\(messenger.peer): \(error)")
+                    live.remove(messenger)
                 }
             }
         }
 
         signals.wait()
         listener.close()
+        if !live.waitUntilEmpty(for: grace) {
+            for messenger in live.all {
+                try? Threads.spawn { messenger.shutdown(linger: linger) }
+            }
+            _ = live.waitUntilEmpty(for: linger + .seconds(1))
+        }
         exit(0)
     }
 }
@@ -60,10 +78,10 @@ extension Server {
     /// `listening on ADDRESS`, serves, then stops listening (removing a Unix
     /// socket file) and exits with status 0.
     static func runOnLoops(
-        endpoint: EndpointOptions, framing: FramingOptions, threads: Int?,
+        endpoint: EndpointOptions, framing: FramingOptions, threads: Int?, grace: Duration,
         handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
     ) throws -> Never {
-        try runOnLoops(endpoint: endpoint, framing: framing, threads: threads) { configuration, group throws(TobyError) in
+        try runOnLoops(endpoint: endpoint, framing: framing, threads: threads, grace: grace) { configuration, group throws(TobyError) in
             if let unixPath = endpoint.unixPath {
                 return try TobyServer.listen(unixPath: unixPath, configuration: configuration, group: group, handler: handler)
             }
@@ -75,10 +93,10 @@ extension Server {
 
     /// As above, serving each connection with an async task on its loop.
     static func runOnLoops(
-        endpoint: EndpointOptions, framing: FramingOptions, threads: Int?,
+        endpoint: EndpointOptions, framing: FramingOptions, threads: Int?, grace: Duration,
         serve body: @escaping @Sendable (TobyAsyncConnection) async throws -> Void
     ) throws -> Never {
-        try runOnLoops(endpoint: endpoint, framing: framing, threads: threads) { configuration, group throws(TobyError) in
+        try runOnLoops(endpoint: endpoint, framing: framing, threads: threads, grace: grace) { configuration, group throws(TobyError) in
             if let unixPath = endpoint.unixPath {
                 return try TobyServer.serve(unixPath: unixPath, configuration: configuration, group: group, body)
             }
@@ -89,7 +107,7 @@ extension Server {
     }
 
     private static func runOnLoops(
-        endpoint: EndpointOptions, framing: FramingOptions, threads: Int?,
+        endpoint: EndpointOptions, framing: FramingOptions, threads: Int?, grace: Duration,
         start: (TobyConfiguration, TobyEventLoopGroup) throws(TobyError) -> TobyServer
     ) throws -> Never {
         let signals = try SignalPipe(catching: [SIGINT, SIGTERM])
@@ -104,8 +122,62 @@ extension Server {
         }
         Output.line("listening on \(server.address)")
         signals.wait()
-        server.close(gracePeriod: .milliseconds(500))
+        // Stop accepting, serve for up to `grace`, then stop delivering,
+        // send what is owed, end each stream and linger (TobyServer.close).
+        server.close(gracePeriod: grace)
         exit(0)
+    }
+}
+
+/// The blocking server's open connections, for its shutdown.
+final class LiveConnections: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+    private var messengers: [ObjectIdentifier: TobyMessenger] = [:]  // guarded by mutex
+
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(&condition, &attributes)
+        pthread_condattr_destroy(&attributes)
+    }
+
+    func add(_ messenger: TobyMessenger) {
+        pthread_mutex_lock(&mutex)
+        messengers[ObjectIdentifier(messenger)] = messenger
+        pthread_mutex_unlock(&mutex)
+    }
+
+    func remove(_ messenger: TobyMessenger) {
+        pthread_mutex_lock(&mutex)
+        messengers[ObjectIdentifier(messenger)] = nil
+        if messengers.isEmpty { pthread_cond_broadcast(&condition) }
+        pthread_mutex_unlock(&mutex)
+    }
+
+    var all: [TobyMessenger] {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return Array(messengers.values)
+    }
+
+    /// Waits until no connection is left, at most `duration`; whether none is.
+    func waitUntilEmpty(for duration: Duration) -> Bool {
+        var deadline = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &deadline)
+        let (seconds, attoseconds) = duration.components
+        var nanoseconds = Int(deadline.tv_nsec) + Int(attoseconds / 1_000_000_000)
+        deadline.tv_sec += Int(seconds) + nanoseconds / 1_000_000_000
+        nanoseconds %= 1_000_000_000
+        deadline.tv_nsec = nanoseconds
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        while !messengers.isEmpty {
+            if pthread_cond_timedwait(&condition, &mutex, &deadline) == ETIMEDOUT { return messengers.isEmpty }
+        }
+        return true
     }
 }
 

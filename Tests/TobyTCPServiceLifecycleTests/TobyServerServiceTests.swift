@@ -2,6 +2,7 @@ import Logging
 import ServiceLifecycle
 import TobyTCP
 import TobyTCPServiceLifecycle
+import TobyTestSupport
 import XCTest
 
 final class TobyServerServiceTests: XCTestCase {
@@ -19,7 +20,11 @@ final class TobyServerServiceTests: XCTestCase {
         let port = server.port
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let services = ServiceGroup(services: [TobyServerService(server: server)], logger: logger)
+        // The client never ends its stream: the grace period runs out, the
+        // task sees the end of its inbound and returns, and what it sent
+        // still arrives before the end of stream.
+        let services = ServiceGroup(
+            services: [TobyServerService(server: server, gracePeriod: .milliseconds(100))], logger: logger)
         let running = Task { try await services.run() }
 
         let client = try TobyMessenger.connect(host: "127.0.0.1", port: port)
@@ -34,6 +39,39 @@ final class TobyServerServiceTests: XCTestCase {
         XCTAssertEqual(got, payloads.count, "every accepted message arrived before the end of stream")
         try await running.value
         XCTAssertThrowsError(try TobyMessenger.connect(host: "127.0.0.1", port: port), "no longer accepting")
+    }
+
+    /// Graceful shutdown of an async echo server while a client pipelines:
+    /// every message the server's task received has its echo delivered,
+    /// in order, before a clean end of stream (no reset), with a grace
+    /// period that runs out and one that the client's end beats.
+    func testGracefulShutdownAnswersEveryDeliveredMessage() async throws {
+        let group = try TobyEventLoopGroup(threads: 2)
+        defer { group.shutdown() }
+        for (grace, count) in [(Duration.milliseconds(20), 50_000_000), (.seconds(30), 100_000)] {
+            let delivered = DeliveryCounter()
+            let server = try TobyServer.serve(port: 0, group: group) { connection in
+                for try await batch in connection.batches {
+                    delivered.add(batch.count)
+                    try await connection.send(contentsOf: batch)
+                }
+            }
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            let services = ServiceGroup(services: [TobyServerService(server: server, gracePeriod: grace)], logger: logger)
+            let running = Task { try await services.run() }
+            let probe = try PipeliningProbe(port: server.port)
+            let outcome = try await Task.detached {
+                try probe.run(count: count, triggerAfter: 2_000) {
+                    Task { await services.triggerGracefulShutdown() }
+                }
+            }.value
+            try await running.value
+            XCTAssertNil(outcome.endError, "grace \(grace): a clean end of stream, not a reset")
+            XCTAssertTrue(outcome.inOrder)
+            XCTAssertEqual(outcome.replies, delivered.value, "grace \(grace): every delivered message answered")
+            if count == 100_000 { XCTAssertEqual(outcome.replies, count, "served to the end within the grace period") }
+        }
     }
 
     func testCancellationClosesTheServer() async throws {

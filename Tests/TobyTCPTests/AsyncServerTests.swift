@@ -111,7 +111,7 @@ final class AsyncServerTests: XCTestCase {
     func testCancellingAWaitingReceiveIsNotTheEndOfStream() async throws {
         let group = try makeGroup()
         let server = try TobyServer.listen(port: 0, group: group) { _ in EchoHandler() }
-        defer { server.close() }
+        defer { server.close(gracePeriod: .zero) }
         let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: server.port, group: group)
         let waiting = Task {
             for try await _ in client.messages { return "message" }

@@ -408,7 +408,7 @@ final class ServerTests: XCTestCase {
         let receiver = try client.start()
         try client.send("toby is a good dog")
         XCTAssertEqual(try receiver.receive(), Array("toby is a good dog".utf8))
-        server.close()
+        server.close(gracePeriod: .zero)
         XCTAssertNil(try receiver.receive(), "close ends every connection gracefully")
         XCTAssertNotEqual(access(path, F_OK), 0, "the socket file is removed")
     }
@@ -420,7 +420,7 @@ final class ServerTests: XCTestCase {
         let receiver = try client.start()
         try client.send([1])
         XCTAssertEqual(try receiver.receive(), [1])
-        server.close()
+        server.close(gracePeriod: .zero)
         XCTAssertNil(try receiver.receive())
         XCTAssertThrowsError(try TobyMessenger.connect(host: "127.0.0.1", port: port))
     }
@@ -436,7 +436,7 @@ final class ServerTests: XCTestCase {
         let receiver = try client.start()
         try client.send([1])
         XCTAssertEqual(try receiver.receive(), [1])
-        server.close()
+        server.close(gracePeriod: .zero)
         group.shutdown()
         try client.close()
         XCTAssertEqual(openFileDescriptorCount(), before + 1, "only the client messenger's socket remains")
@@ -454,7 +454,7 @@ final class ServerTests: XCTestCase {
             let holder: Holder
             func received(_ messages: TobyMessages, on connection: TobyConnection) {
                 try? connection.send(contentsOf: messages)
-                holder.lock.withLock { holder.server }?.close()
+                holder.lock.withLock { holder.server }?.close(gracePeriod: .zero)
             }
         }
         let holder = Holder()

@@ -134,6 +134,27 @@ final class FrameSender: @unchecked Sendable {
         if let failure { throw failure }
     }
 
+    /// ``close()`` that waits for a write in progress only until `deadline`
+    /// (monotonic ns): false if it was still writing then (a peer that does
+    /// not read); the write side is then left for the caller to reset.
+    func close(until deadline: UInt64) -> Bool {
+        lock.lock()
+        let wasClosed = closed
+        closed = true
+        while writing && failure == nil {
+            if monotonicNanoseconds() >= deadline {
+                lock.unlock()
+                return false
+            }
+            waiters += 1
+            _ = lock.wait(untilMonotonicNanoseconds: deadline)
+            waiters -= 1
+        }
+        lock.unlock()
+        if !wasClosed { socket.shutdown(Int32(SHUT_WR)) }
+        return true
+    }
+
     // MARK: Internals
 
     /// With the lock held: waits until no thread holds the writer role (the

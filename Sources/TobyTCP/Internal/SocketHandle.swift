@@ -1,4 +1,5 @@
 import CTobyFrame
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -7,6 +8,14 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+
+/// Bytes sent on `fd` that the peer has not acknowledged (TCP's `SIOCOUTQ`;
+/// for a Unix socket, bytes the peer has not read). Unknown counts as some.
+func unacknowledgedBytes(_ fd: Int32) -> Int {
+    var count: Int32 = 0
+    guard ioctl(fd, UInt(TIOCOUTQ), &count) == 0 else { return 1 }
+    return Int(count)
+}
 
 /// Owns one socket file descriptor, shared by a messenger and its receiver.
 ///
@@ -18,6 +27,15 @@ import Darwin
 final class SocketHandle: Sendable {
     let fd: Int32
 
+    /// A graceful shutdown (``TobyMessenger/shutdown(linger:)``) began: the
+    /// receiver delivers nothing more.
+    let quiescing = Atomic<Bool>(false)
+    /// The receiver is waiting for bytes (in `recvmsg` or `poll`), so its
+    /// owner holds no delivered message it still has to answer.
+    let receiverParked = Atomic<Bool>(false)
+    /// The receiver saw the shutdown and ended its stream.
+    let receiverStopped = Atomic<Bool>(false)
+
     init(fd: Int32) {
         self.fd = fd
     }
@@ -25,6 +43,10 @@ final class SocketHandle: Sendable {
     deinit {
         _ = Glibc.close(fd)
     }
+
+    /// Bytes sent that the peer has not acknowledged (TCP's `SIOCOUTQ`; for
+    /// a Unix socket, bytes the peer has not read). Unknown counts as some.
+    var unacknowledgedBytes: Int { TobyTCP.unacknowledgedBytes(fd) }
 
     /// `shutdown(2)`; ENOTCONN (the peer is already gone) is not an error here.
     func shutdown(_ how: Int32) {

@@ -450,9 +450,21 @@ final class EventLoop: @unchecked Sendable {
     }
 
     /// Closes every connection `server` accepted on this loop.
-    func closeConnections(of server: ServerCore, abortive: Bool) {
+    /// Resets every connection of `server` on this loop.
+    func abortConnections(of server: ServerCore) {
         for case let connection? in slots where connection.server === server {
-            if abortive { connection.abort() } else { connection.closeOnLoop(waitForPeer: false) }
+            connection.abort()
+        }
+        flushDirty()
+    }
+
+    /// Stops delivering to every connection of `server` on this loop: each
+    /// sends what its owner queued, ends its stream and lingers; whatever
+    /// is left after the server's linger is reset.
+    func quiesceConnections(of server: ServerCore) {
+        let resetAt = now &+ server.options.shutdownLinger.clampedNanoseconds
+        for case let connection? in slots where connection.server === server {
+            connection.quiesce(resetAt: resetAt)
         }
         flushDirty()
     }

@@ -67,6 +67,20 @@ public final class TobyAsyncConnection: @unchecked Sendable {
         wakeConsumer()
     }
 
+    /// The server's grace period is over: nothing more is delivered.
+    /// Messages read but not yet taken are dropped (never delivered, so no
+    /// reply is owed for them); the consumer sees the end of its inbound,
+    /// while its sends go on being accepted until it closes.
+    func loopQuiesce() {
+        inbox.removeAll()
+        inboxHead = 0
+        inboxBytes = 0
+        current = nil
+        currentIndex = 0
+        if ended == nil { ended = .some(nil) }
+        wakeConsumer()
+    }
+
     private func wakeConsumer() {
         if let waiter {
             self.waiter = nil
@@ -257,9 +271,15 @@ public final class TobyAsyncConnection: @unchecked Sendable {
     /// queue has drained (or the connection failed: then it throws).
     /// Reading goes on until the peer ends too, as for ``TobyConnection/close()``.
     public func close() async throws {
+        try await close(discardingInput: false)
+    }
+
+    /// `close()`; `discardingInput` for an owner that will not read again
+    /// (a server task that ended): the peer's further bytes are discarded.
+    func close(discardingInput: Bool) async throws {
         try await onLoop {
             guard !self.core.isClosed else { return }
-            self.core.close()
+            if discardingInput { self.core.closeDiscardingInput() } else { self.core.close() }
             self.core.loop.flushDirty()
             try await self.core.waitForOutput(.drained)
         }
@@ -349,11 +369,11 @@ struct AsyncBridge: TobyServerHandler {
         Task(executorPreference: preferLoop ? core.loop : nil) {
             do {
                 try await body(connection)
-                try await connection.close()
+                try await connection.close(discardingInput: true)
             } catch {
                 // The body's own failure (or a connection error it let
                 // through) ends the connection; queued output still goes out.
-                try? await connection.close()
+                try? await connection.close(discardingInput: true)
             }
         }
     }
@@ -369,6 +389,11 @@ struct AsyncBridge: TobyServerHandler {
 
     func connectionClosed(_ core: TobyConnection, error: TobyError?) {
         connection?.loopEnded(error)
+    }
+
+    func shouldQuiesce(on core: TobyConnection) {
+        // The task closes the connection once it has seen the end.
+        connection?.loopQuiesce()
     }
 }
 

@@ -30,27 +30,61 @@ public final class TobyConnection: @unchecked Sendable {
         case open
         /// The peer ended its stream; we may still write.
         case inputEnded
-        /// The owner closed: queued output drains, then our side ends.
-        /// `inputEnded`: the peer ended already, or we do not wait for it
-        /// (a server shutting down), so the descriptor closes right then.
-        case closing(inputEnded: Bool)
-        /// Our side ended; reading until the peer ends (or the linger runs out).
+        /// The server is shutting down and this connection outlived its
+        /// grace period: no message is delivered any more (what the peer
+        /// still sends is read and discarded, so it is never reset), while
+        /// sends are accepted until the owner closes: replies owed for
+        /// messages already delivered still go out.
+        case quiescing(inputEnded: Bool)
+        /// The owner closed: queued output drains, then our side ends and
+        /// the connection goes on as `then` says.
+        case closing(then: AfterDrain)
+        /// Our side ended; reading (and delivering) until the peer ends, or
+        /// the linger runs out.
         case halfClosed
+        /// Our side ended and nothing is delivered any more: what the peer
+        /// still sends is read and discarded until it ends too, or until
+        /// everything we sent was acknowledged and the peer has gone quiet,
+        /// so that closing sends no reset that would destroy replies in
+        /// flight. Reset if the peer is still sending when the linger ends.
+        case lingering
         /// Input failed: queued output drains, then the descriptor closes.
         case draining
         /// Over: the descriptor is closed.
         case closed
 
+        /// What follows once a closing connection's output has drained.
+        enum AfterDrain: Equatable {
+            /// The peer ended already: close the descriptor.
+            case close
+            /// Half-close and go on delivering until the peer ends.
+            case readUntilEnd
+            /// Half-close, then linger, discarding input (``lingering``).
+            case linger
+        }
+
+        /// Whether the socket is read in this state.
         var reads: Bool {
             switch self {
-            case .open, .halfClosed, .closing(inputEnded: false): return true
+            case .open, .halfClosed, .closing(then: .readUntilEnd), .closing(then: .linger),
+                 .quiescing(inputEnded: false), .lingering:
+                return true
+            default:
+                return false
+            }
+        }
+
+        /// Whether what is read is thrown away instead of delivered.
+        var discards: Bool {
+            switch self {
+            case .quiescing, .closing(then: .linger), .lingering: return true
             default: return false
             }
         }
 
         var acceptsSends: Bool {
             switch self {
-            case .open, .inputEnded: return true
+            case .open, .inputEnded, .quiescing: return true
             default: return false
             }
         }
@@ -73,6 +107,7 @@ public final class TobyConnection: @unchecked Sendable {
     private let order: toby_byte_order
     private let highWater: Int
     private let lowWater: Int
+    private let lingerNanoseconds: UInt64
 
     // Loop thread only.
     private(set) var state = State.open
@@ -88,6 +123,11 @@ public final class TobyConnection: @unchecked Sendable {
     /// Reading stopped because an async consumer has too much unread.
     private var inboundHeld = false
     private var readHeld: Bool { readPaused || inboundHeld }
+    /// Whether reads now go to the handler (the state delivers, nothing holds them).
+    private var delivers: Bool { state.reads && !state.discards && !readHeld }
+    /// Whether the socket is to be read now: to deliver, or to discard (never
+    /// held: input we no longer want must not back up into a reset).
+    private var wantsInput: Bool { state.reads && (state.discards || !readHeld) }
     /// Tasks waiting for the output queue (async sends, flush, close).
     private var outputWaiters: [OutputWaiter] = []
     private var nextWaiterID = 0
@@ -96,6 +136,11 @@ public final class TobyConnection: @unchecked Sendable {
     private var foreignDeferred = false
     private var deadline: UInt64 = .max
     private var timerAt: UInt64 = .max
+    /// When a connection shutting down (or lingering) is reset regardless.
+    private var resetDeadline: UInt64 = .max
+    /// Lingering: no byte arrived since the last check.
+    private var lingerQuiet = true
+    private var lingerInterval: UInt64 = 1_000_000
     private var failure: TobyError?
     /// Set while the handler runs; it is moved out of `handler` meanwhile,
     /// so a handler that closes its connection does not overlap itself.
@@ -111,7 +156,7 @@ public final class TobyConnection: @unchecked Sendable {
     private var foreignOpen = true
     private var foreignWaiters = 0
 
-    enum CloseKind { case graceful, abortive }
+    enum CloseKind { case graceful, discarding, abortive }
 
     init(fd: Int32, peer: String, token: UInt64, loop: EventLoop, server: ServerCore) {
         self.fd = fd
@@ -124,6 +169,7 @@ public final class TobyConnection: @unchecked Sendable {
         order = configuration.byteOrder == .littleEndian ? TOBY_LITTLE_ENDIAN : TOBY_BIG_ENDIAN
         highWater = server.options.writeHighWaterMark
         lowWater = server.options.writeLowWaterMark
+        lingerNanoseconds = server.options.shutdownLinger.clampedNanoseconds
         reader = .allocate(capacity: 1)
         reader.initialize(to: toby_reader())
     }
@@ -232,6 +278,16 @@ public final class TobyConnection: @unchecked Sendable {
             closeOnLoop()
         } else {
             requestForeign(.graceful)
+        }
+    }
+
+    /// ``close()`` by an owner that will not read again (an async task that
+    /// ended): what the peer still sends is discarded, not delivered.
+    func closeDiscardingInput() {
+        if loop.isCurrent {
+            closeOnLoop(discardInput: true)
+        } else {
+            requestForeign(.discarding)
         }
     }
 
@@ -346,6 +402,7 @@ public final class TobyConnection: @unchecked Sendable {
             if !messages.isEmpty { markDirty() }
         }
         if close == .graceful { closeOnLoop() }
+        if close == .discarding { closeOnLoop(discardInput: true) }
     }
 
     /// On the loop, as it stops: work that arrived too late is refused.
@@ -373,7 +430,9 @@ public final class TobyConnection: @unchecked Sendable {
             flushOutput()
         }
         guard state != .closed else { return }
-        if state.reads && !readHeld {
+        if state.discards && state.reads {
+            if events & (UInt32(TOBY_LOOP_READ) | hangup) != 0 { discardInput() }
+        } else if delivers {
             if events & (UInt32(TOBY_LOOP_READ) | hangup) != 0 { readAndDeliver() }
         } else if events & hangup != 0 {
             // A hang-up or error while we are not reading (paused, draining,
@@ -401,8 +460,19 @@ public final class TobyConnection: @unchecked Sendable {
         timerAt = .max
         guard state != .closed else { return }
         expireOutputWaiters()
-        guard state != .closed, deadline != .max else { return }
-        if deadline > loop.now {
+        guard state != .closed else { return }
+        let now = loop.now
+        if now >= resetDeadline {
+            // Shutting down and past the linger: what is left is reset,
+            // unless the peer has everything we sent and has gone quiet.
+            finish(error: nil, abortive: !(state == .lingering && lingerQuiet && unacknowledgedBytes == 0))
+            return
+        }
+        guard deadline != .max else {
+            armTimer()
+            return
+        }
+        if deadline > now {
             // Reset since this entry was pushed: wait for the current one.
             armTimer()
             return
@@ -416,13 +486,112 @@ public final class TobyConnection: @unchecked Sendable {
                 // No frame completed in time: a silent or slow-loris peer.
                 failInput(.timedOut(timeout))
             }
+        case .lingering:
+            checkLinger()
         case .halfClosed, .closing, .draining:
             // The peer neither ended nor read within the linger time.
             finish(error: failure ?? .timedOut(.nanoseconds(Int64(TobyConnection.lingerNanoseconds))), abortive: true)
-        case .inputEnded, .closed:
+        case .inputEnded, .quiescing, .closed:
             break
         }
     }
+
+    // MARK: Shutting down
+
+    /// On the loop, when the server's grace period is over: stop delivering
+    /// messages, let the owner send what it owes and close (the handler's
+    /// ``TobyServerHandler/shouldQuiesce(on:)``; an async task sees the end of
+    /// its inbound and returns), then half-close and linger. Whatever is
+    /// still open at `resetAt` (monotonic ns) is reset.
+    func quiesce(resetAt: UInt64) {
+        guard state != .closed else { return }
+        resetDeadline = min(resetDeadline, resetAt)
+        armTimer()
+        switch state {
+        case .open, .inputEnded:
+            state = .quiescing(inputEnded: state == .inputEnded)
+            readPaused = false
+            inboundHeld = false
+            updateInterest()
+            withHandler { $0.shouldQuiesce(on: self) }
+            flushIfNeeded()
+        case .closing(then: .readUntilEnd):
+            state = .closing(then: .linger)
+            updateInterest()
+        case .halfClosed:
+            startLingering()
+        default:
+            break
+        }
+    }
+
+    /// Reads and drops what the peer sends (nothing is delivered in this
+    /// state); its end of stream or error moves the state on.
+    private func discardInput() {
+        let size = 64 << 10
+        let buffer = loop.scratchBuffer(size)
+        for _ in 0..<16 {
+            let n = recv(fd, buffer, size, Int32(MSG_DONTWAIT))
+            if n > 0 {
+                lingerQuiet = false
+                continue
+            }
+            if n == 0 {
+                discardingInputEnded()
+                return
+            }
+            let code = errno
+            if code == EINTR { continue }
+            if code == EAGAIN || code == EWOULDBLOCK { return }
+            finish(error: .system(operation: "recv", errno: code), abortive: false)
+            return
+        }
+    }
+
+    private func discardingInputEnded() {
+        switch state {
+        case .quiescing:
+            state = .quiescing(inputEnded: true)
+            updateInterest()
+        case .closing(then: .linger):
+            state = .closing(then: .close)
+            updateInterest()
+            flushIfNeeded()
+        case .lingering:
+            // Both sides ended: nothing can reset what we sent.
+            finish(error: nil, abortive: false)
+        default:
+            break
+        }
+    }
+
+    /// Our side ended (everything queued went out): linger until the peer
+    /// ends, or has everything and goes quiet, or the linger runs out.
+    private func startLingering() {
+        state = .lingering
+        if resetDeadline == .max { resetDeadline = loop.now &+ lingerNanoseconds }
+        lingerQuiet = true
+        lingerInterval = 1_000_000
+        deadline = loop.now &+ lingerInterval
+        updateInterest()
+        armTimer()
+    }
+
+    /// A linger check: once every byte we sent is acknowledged by the peer
+    /// and nothing arrived since the last check, closing is clean (no reset
+    /// can destroy a reply in flight). Checks back off to every 100 ms.
+    private func checkLinger() {
+        if lingerQuiet && unacknowledgedBytes == 0 {
+            finish(error: nil, abortive: false)
+            return
+        }
+        lingerQuiet = true
+        lingerInterval = min(lingerInterval * 2, 100_000_000)
+        deadline = loop.now &+ lingerInterval
+        armTimer()
+    }
+
+    private var unacknowledgedBytes: Int { TobyTCP.unacknowledgedBytes(fd) }
 
     /// After a batch (or a job) queued output: write it, and turn what the
     /// socket did not take of lent ring bytes into owned copies.
@@ -478,7 +647,7 @@ public final class TobyConnection: @unchecked Sendable {
         }
         var didRead = false
         var count = 0
-        decoding: while state.reads && !readHeld {
+        decoding: while delivers {
             var frame = toby_frame()
             let status = collectFrames(&count, &frame)
             switch status {
@@ -656,13 +825,13 @@ public final class TobyConnection: @unchecked Sendable {
         switch state {
         case .open:
             state = .inputEnded
-                withHandler { $0.inputEnded(on: self) }
-                flushIfNeeded()
+            withHandler { $0.inputEnded(on: self) }
+            flushIfNeeded()
             updateInterest()
         case .halfClosed:
             finish(error: nil, abortive: false)
         case .closing:
-            state = .closing(inputEnded: true)
+            state = .closing(then: .close)
             flushIfNeeded()
         default:
             break
@@ -687,20 +856,24 @@ public final class TobyConnection: @unchecked Sendable {
         flushOutput()
     }
 
-    /// - Parameter waitForPeer: after our end of stream, keep reading until
-    ///   the peer ends too (a clean TCP close that never resets data the
-    ///   peer has yet to read); false for a server shutting down.
-    func closeOnLoop(waitForPeer: Bool = true) {
+    /// Starts the owner's close: everything accepted goes out, then our
+    /// side ends. `discardInput`: deliver nothing more and linger (the owner
+    /// will not read again: an async task that ended); otherwise go on
+    /// delivering until the peer ends too.
+    func closeOnLoop(discardInput: Bool = false) {
         switch state {
         case .open:
-            state = .closing(inputEnded: !waitForPeer)
+            state = .closing(then: discardInput ? .linger : .readUntilEnd)
+        case .quiescing(let inputEnded):
+            state = .closing(then: inputEnded ? .close : .linger)
         case .inputEnded:
-            state = .closing(inputEnded: true)
+            state = .closing(then: .close)
         default:
             return
         }
-        closeForeignSends()
+        absorbForeignSends()
         setLinger()
+        updateInterest()
         if !isDirty { flushOutput() }
     }
 
@@ -730,13 +903,17 @@ public final class TobyConnection: @unchecked Sendable {
             resume = true
         }
         switch state {
-        case .closing(let inputEnded):
+        case .closing(let then):
             _ = Glibc.shutdown(fd, Int32(SHUT_WR))
-            if inputEnded {
+            switch then {
+            case .close:
                 finish(error: nil, abortive: false)
                 return
+            case .readUntilEnd:
+                state = .halfClosed
+            case .linger:
+                startLingering()
             }
-            state = .halfClosed
         case .draining:
             finish(error: failure, abortive: false)
             return
@@ -750,13 +927,13 @@ public final class TobyConnection: @unchecked Sendable {
         // Frames may wait in the ring with nothing new on the socket, which
         // level-triggered readiness would never report: decode them now.
         resumeOutputWaiters()
-        if resume && state.reads && !readHeld { readAndDeliver() }
+        if resume && delivers { readAndDeliver() }
     }
 
     private func updateInterest() {
         guard state != .closed else { return }
         var wanted: UInt32 = 0
-        if state.reads && !readHeld { wanted |= UInt32(TOBY_LOOP_READ) }
+        if wantsInput { wanted |= UInt32(TOBY_LOOP_READ) }
         if !output.isEmpty { wanted |= UInt32(TOBY_LOOP_WRITE) }
         if wanted != interest {
             if loop.setInterest(self, wanted) == 0 { interest = wanted }
@@ -777,18 +954,26 @@ public final class TobyConnection: @unchecked Sendable {
     /// Keeps one heap entry no later than `deadline` (the heap is lazy: a
     /// later deadline is checked when the entry surfaces).
     private func armTimer() {
-        var next = deadline
+        var next = min(deadline, resetDeadline)
         for waiter in outputWaiters where waiter.deadline < next { next = waiter.deadline }
         guard next != .max, next < timerAt else { return }
         timerAt = next
         loop.schedule(deadline: next, token: token)
     }
 
-    private func closeForeignSends() {
+    /// Closing: sends from other threads that were accepted (their `send`
+    /// returned) go into the output queue now, whatever its size; later
+    /// ones are refused.
+    private func absorbForeignSends() {
         loop.lock.lock()
         foreignOpen = false
+        let messages = foreign
+        foreign.removeAll()
+        foreignBytes = 0
+        foreignDeferred = false
         if foreignWaiters > 0 { loop.lock.broadcast() }
         loop.lock.unlock()
+        for message in messages { output.append(payload: message, order: order, pool: loop.outputPool) }
     }
 
     /// Closes the descriptor and tells the handler; the connection is over.
@@ -982,7 +1167,7 @@ extension TobyConnection {
         inboundHeld = false
         guard state != .closed else { return }
         updateInterest()
-        if state.reads && !readHeld {
+        if delivers {
             armReadDeadline()
             readAndDeliver()
         }

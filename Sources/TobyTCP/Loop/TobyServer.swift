@@ -31,12 +31,21 @@ public final class TobyServer: Sendable {
         public var writeLowWaterMark: Int
         /// The listen backlog. Default 1024.
         public var backlog: Int
+        /// On shutdown, once the grace period is over: how long a connection
+        /// may take to send the replies it owes, end its stream and see the
+        /// peer's end (or, the peer having acknowledged everything, its
+        /// silence) before it is reset. Default 2 s.
+        public var shutdownLinger: Duration
 
         /// Makes options; the defaults suit most servers.
-        public init(writeHighWaterMark: Int = 1 << 20, writeLowWaterMark: Int = 256 << 10, backlog: Int = 1024) {
+        public init(
+            writeHighWaterMark: Int = 1 << 20, writeLowWaterMark: Int = 256 << 10, backlog: Int = 1024,
+            shutdownLinger: Duration = .seconds(2)
+        ) {
             self.writeHighWaterMark = writeHighWaterMark
             self.writeLowWaterMark = writeLowWaterMark
             self.backlog = backlog
+            self.shutdownLinger = shutdownLinger
         }
 
         func validate() throws(TobyError) {
@@ -48,6 +57,9 @@ public final class TobyServer: Sendable {
                     "writeLowWaterMark must be in 0..<writeHighWaterMark (got \(writeLowWaterMark), high \(writeHighWaterMark))")
             }
             guard backlog >= 1 else { throw .invalidConfiguration("backlog must be at least 1 (got \(backlog))") }
+            guard shutdownLinger >= .zero else {
+                throw .invalidConfiguration("shutdownLinger must not be negative (got \(shutdownLinger))")
+            }
         }
     }
 
@@ -63,10 +75,46 @@ public final class TobyServer: Sendable {
 
     let core: ServerCore
     private let ownsGroup: Bool
-    private let closeLock = ConditionLock()
-    nonisolated(unsafe) private var closed = false  // guarded by closeLock
-    nonisolated(unsafe) private var finished = false  // guarded by closeLock
-    nonisolated(unsafe) private var closeWaiters: [CheckedContinuation<Void, Never>] = []  // guarded by closeLock
+    private let closing = Closing()
+
+    /// Whether the server was closed, and who waits for the close to end;
+    /// apart from the server so that a close finishing on another thread
+    /// (after the server's `deinit`) need not keep the server.
+    private final class Closing: @unchecked Sendable {
+        let lock = ConditionLock()
+        var started = false  // guarded by lock
+        var finished = false  // guarded by lock
+        var waiters: [CheckedContinuation<Void, Never>] = []  // guarded by lock
+
+        /// True for the first caller only.
+        func start() -> Bool {
+            lock.withLock {
+                defer { started = true }
+                return !started
+            }
+        }
+
+        /// Resumes every waiter, and any later one at once.
+        func finish() {
+            let waiting = lock.withLock {
+                finished = true
+                defer { waiters.removeAll() }
+                return waiters
+            }
+            for waiter in waiting { waiter.resume() }
+        }
+
+        func wait() async {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let done = lock.withLock {
+                    if finished { return true }
+                    waiters.append(continuation)
+                    return false
+                }
+                if done { continuation.resume() }
+            }
+        }
+    }
 
     /// Listens on a TCP address and starts serving.
     ///
@@ -188,8 +236,10 @@ public final class TobyServer: Sendable {
         }
     }
 
+    /// A server dropped while open closes with no grace period: delivery
+    /// stops at once, replies already owed still go out (see ``close(gracePeriod:)``).
     deinit {
-        close()
+        close(gracePeriod: .zero)
     }
 
     /// Connections open now.
@@ -202,41 +252,74 @@ public final class TobyServer: Sendable {
     /// The last `accept` failure, if any.
     public var lastAcceptFailure: TobyError? { core.lastAcceptFailure }
 
-    /// Stops the server: stops accepting, closes every connection
-    /// gracefully (everything queued is sent, then the stream ends and the
-    /// descriptor is closed), waits up to `gracePeriod` for the sockets to
-    /// take what is queued, aborts the connections left, removes a
-    /// Unix socket file, and stops the loops if the server made them.
-    /// Calling it again does nothing. On a loop thread (a handler, or the
-    /// last reference dropped there) it cannot wait for the loops: it then
-    /// only starts the same steps, which the loops finish by themselves.
+    /// Stops the server gracefully, as a load balancer drains a backend:
+    ///
+    /// 1. Stops accepting (new connections are refused by the kernel).
+    /// 2. Goes on serving the open connections, as usual, until they end or
+    ///    `gracePeriod` passes.
+    /// 3. Then stops delivering messages to the connections left (what their
+    ///    peers still send is read and discarded), lets each send the
+    ///    replies it queued or still owes (the handler's
+    ///    ``TobyServerHandler/shouldQuiesce(on:)``; an async task sees the
+    ///    end of its inbound), ends its stream, and lingers until the peer
+    ///    ends too, so that no reset destroys replies in flight.
+    /// 4. Resets what is still open after ``Options/shutdownLinger``.
+    ///
+    /// So a client can rely on this: every message delivered to the server
+    /// has the replies queued for it delivered before the stream ends; a
+    /// message whose reply never came was never delivered.
+    ///
+    /// Then removes a Unix socket file and stops the loops if the server
+    /// made them. Calling it again does nothing. On a loop thread (a
+    /// handler, or the last reference dropped there) it cannot wait: the
+    /// same steps then run on a thread of their own.
     public func close(gracePeriod: Duration = .seconds(5)) {
-        let first = closeLock.withLock {
-            let first = !closed
-            closed = true
-            return first
-        }
-        guard first else { return }
+        guard closing.start() else { return }
+        let core = self.core
+        let group = self.group
+        let ownsGroup = self.ownsGroup
+        let closing = self.closing
         if EventLoop.onAnyLoop {
-            closeWithoutWaiting()
+            // Waiting here would stop this loop serving: the waiting goes to
+            // a thread of its own. Captures no `self`, so safe from `deinit`.
+            stopAcceptingWithoutWaiting()
+            do {
+                try Threads.spawn(stackSize: 256 << 10) {
+                    TobyServer.shutDown(core: core, group: group, ownsGroup: ownsGroup, gracePeriod: gracePeriod)
+                    closing.finish()
+                }
+            } catch {
+                // No thread to be had: quiesce now, with no grace period.
+                TobyServer.quiesceWithoutWaiting(core: core, group: group, ownsGroup: ownsGroup)
+                closing.finish()
+            }
             return
         }
         stopAccepting()
-        let core = self.core
-        for loop in group.loops {
-            loop.enqueue(.run { loop.closeConnections(of: core, abortive: false) })
-        }
-        let deadline = monotonicNanoseconds() &+ gracePeriod.clampedNanoseconds
-        if !core.waitForNoConnections(until: deadline) {
+        TobyServer.shutDown(core: core, group: group, ownsGroup: ownsGroup, gracePeriod: gracePeriod)
+        closing.finish()
+    }
+
+    /// The waiting part of ``close(gracePeriod:)``, on a thread that is not a loop's.
+    private static func shutDown(core: ServerCore, group: TobyEventLoopGroup, ownsGroup: Bool, gracePeriod: Duration) {
+        let graceEnd = monotonicNanoseconds() &+ gracePeriod.clampedNanoseconds
+        if !core.waitForNoConnections(until: graceEnd) {
             for loop in group.loops {
-                loop.enqueue(.run { loop.closeConnections(of: core, abortive: true) })
+                loop.enqueue(.run { loop.quiesceConnections(of: core) })
             }
-            _ = core.waitForNoConnections(until: monotonicNanoseconds() &+ 1_000_000_000)
+            // Each connection resets itself at the end of its linger; the
+            // margin covers loops that are slow to get there.
+            let lingerEnd = monotonicNanoseconds() &+ core.options.shutdownLinger.clampedNanoseconds
+            if !core.waitForNoConnections(until: lingerEnd &+ 1_000_000_000) {
+                for loop in group.loops {
+                    loop.enqueue(.run { loop.abortConnections(of: core) })
+                }
+                _ = core.waitForNoConnections(until: monotonicNanoseconds() &+ 1_000_000_000)
+            }
         }
         if ownsGroup { group.shutdown() }
         _ = Glibc.close(core.listenFD)
         if let unixPath = core.unixPath { _ = unlink(unixPath) }
-        markFinished()
     }
 
     /// ``close(gracePeriod:)`` for async code: the waiting happens on a
@@ -258,24 +341,21 @@ public final class TobyServer: Sendable {
 
     /// Suspends until the server has been closed (by anyone).
     public func waitUntilClosed() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let done = closeLock.withLock {
-                if finished { return true }
-                closeWaiters.append(continuation)
-                return false
-            }
-            if done { continuation.resume() }
+        await closing.wait()
+    }
+
+    /// On a loop thread: every loop stops accepting, without waiting.
+    private func stopAcceptingWithoutWaiting() {
+        let core = self.core
+        for loop in group.loops {
+            loop.enqueue(.run { loop.removeListener(core) })
         }
     }
 
-    /// `close` on a loop thread: every loop stops accepting and closes this
-    /// server's connections gracefully; the last one to do so closes the
-    /// listening socket (and stops an owned group). Captures no `self`, so it
-    /// is safe from `deinit`.
-    private func closeWithoutWaiting() {
-        let core = self.core
-        let group = self.group
-        let ownsGroup = self.ownsGroup
+    /// On a loop thread with no thread to wait on: every loop quiesces this
+    /// server's connections at once; the last loop to do so closes the
+    /// listening socket (and stops an owned group).
+    private static func quiesceWithoutWaiting(core: ServerCore, group: TobyEventLoopGroup, ownsGroup: Bool) {
         final class Countdown: @unchecked Sendable {
             let lock = ConditionLock()
             var left: Int  // guarded by lock
@@ -291,23 +371,11 @@ public final class TobyServer: Sendable {
         for loop in group.loops {
             let queued = loop.enqueue(.run {
                 loop.removeListener(core)
-                loop.closeConnections(of: core, abortive: false)
+                loop.quiesceConnections(of: core)
                 if countdown.done() { finish() }
             })
             if !queued && countdown.done() { finish() }
         }
-        markFinished()
-    }
-
-    /// Resumes every `waitUntilClosed()`, and any later one at once.
-    private func markFinished() {
-        let waiters = closeLock.withLock {
-            finished = true
-            let waiters = closeWaiters
-            closeWaiters.removeAll()
-            return waiters
-        }
-        for waiter in waiters { waiter.resume() }
     }
 
     /// Removes the listener from every loop and waits until each has done so.

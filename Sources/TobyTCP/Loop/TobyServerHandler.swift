@@ -45,6 +45,15 @@ public protocol TobyServerHandler {
     /// such as a reset. Every complete message before it was delivered.
     /// Default: nothing.
     mutating func connectionClosed(_ connection: TobyConnection, error: TobyError?)
+
+    /// The server is shutting down and this connection outlived the grace
+    /// period: no message will be delivered any more (what the peer still
+    /// sends is read and discarded). Sends are still accepted: reply to what
+    /// was delivered, then close. Default: ``TobyConnection/close()``, which
+    /// sends every queued reply, ends our side and lingers until the peer
+    /// ends. A connection still open when the server's
+    /// ``TobyServer/Options/shutdownLinger`` runs out is reset.
+    mutating func shouldQuiesce(on connection: TobyConnection)
 }
 
 extension TobyServerHandler {
@@ -58,4 +67,9 @@ extension TobyServerHandler {
 
     /// Does nothing.
     public mutating func connectionClosed(_ connection: TobyConnection, error: TobyError?) {}
+
+    /// Closes the connection gracefully: queued replies go out first.
+    public mutating func shouldQuiesce(on connection: TobyConnection) {
+        connection.close()
+    }
 }
