@@ -57,7 +57,7 @@ public struct TobyConfiguration: Sendable, Equatable, Hashable {
 
     /// If set, an async send that has waited this long for room in a
     /// connection's queue (a peer that does not read) fails with
-    /// ``TobyError/timedOut(_:)``; the message was not accepted. Positive
+    /// ``TobyError/writeTimedOut(_:)``; the message was not accepted. Positive
     /// when set. Default nil.
     public var writeTimeout: Duration? = nil
 

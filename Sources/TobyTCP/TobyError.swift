@@ -36,8 +36,16 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
     /// which returns `nil` for "nothing yet".
     case endOfStream
 
-    /// Nothing arrived before the timeout. The receiver is still usable.
+    /// No message arrived within the timeout (a receive's, or
+    /// ``TobyConfiguration/readTimeout``). A blocking receiver is still
+    /// usable; a server's connection is ended.
     case timedOut(Duration)
+    /// A send waited ``TobyConfiguration/writeTimeout`` for room in the
+    /// connection's queue (its peer does not read fast enough) and gave up:
+    /// that message was not accepted; the connection is still usable.
+    case writeTimedOut(Duration)
+    /// A connect to `address` did not complete within `timeout`.
+    case connectTimedOut(address: String, timeout: Duration)
 
     /// A system call failed: `operation` is its name, `errno` its error.
     case system(operation: String, errno: Int32)
@@ -114,6 +122,10 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
             return "end of stream: the peer closed the connection and every message was delivered"
         case .timedOut(let timeout):
             return "timed out: no message arrived within \(timeout)"
+        case .writeTimedOut(let timeout):
+            return "timed out: the send waited \(timeout) for room in the connection's queue (the peer is not reading fast enough); the message was not sent"
+        case .connectTimedOut(let address, let timeout):
+            return "timed out: the connect to \(address) did not complete within \(timeout)"
         case .system(let operation, let errno):
             return "'\(operation)' failed with \(TobyError.describe(errno: errno))"
         case .systemAtAddress(let operation, let address, let errno):

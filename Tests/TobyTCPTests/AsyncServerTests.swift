@@ -154,7 +154,8 @@ final class AsyncServerTests: XCTestCase {
                 try await client.send(big)
                 accepted += 1
             } catch let error as TobyError {
-                XCTAssertEqual(error, .timedOut(.milliseconds(300)))
+                XCTAssertEqual(error, .writeTimedOut(.milliseconds(300)))
+                XCTAssertTrue(error.description.contains("waited 0.3 seconds for room"), error.description)
                 timedOut = true
                 break
             }
@@ -172,7 +173,7 @@ final class AsyncServerTests: XCTestCase {
         do {
             try await sender.value
         } catch {
-            XCTAssertTrue(error is CancellationError || (error as? TobyError) == .timedOut(.milliseconds(300)), "\(error)")
+            XCTAssertTrue(error is CancellationError || (error as? TobyError) == .writeTimedOut(.milliseconds(300)), "\(error)")
         }
         client.abort()
     }
@@ -295,8 +296,11 @@ final class AsyncServerTests: XCTestCase {
             _ = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: port, group: group)
             XCTFail("connected to a closed port")
         } catch let error as TobyError {
-            guard case .system(_, let code) = error else { return XCTFail("\(error)") }
-            XCTAssertEqual(code, ECONNREFUSED)
+            // The same case, and words, as the blocking connect's.
+            XCTAssertEqual(error, .systemAtAddress(operation: "connect", address: "127.0.0.1:\(port)", errno: ECONNREFUSED))
+            XCTAssertThrowsError(try TobyMessenger.connect(host: "127.0.0.1", port: port)) { blocking in
+                XCTAssertEqual(blocking as? TobyError, error)
+            }
         }
         do {
             _ = try await TobyAsyncConnection.connect(host: "no-such-host.invalid", port: 1, group: group)
@@ -350,7 +354,8 @@ final class AsyncServerTests: XCTestCase {
             connection.abort()
             XCTFail("the connect into a full backlog completed")
         } catch let error as TobyError {
-            XCTAssertEqual(error, .timedOut(.milliseconds(200)))
+            XCTAssertEqual(error, .connectTimedOut(address: "127.0.0.1:\(fullPort)", timeout: .milliseconds(200)))
+            XCTAssertEqual(error.description, "timed out: the connect to 127.0.0.1:\(fullPort) did not complete within 0.2 seconds")
         }
     }
 
@@ -443,5 +448,43 @@ final class OutputQueuePartialWriteTests: XCTestCase {
         XCTAssertEqual(messages.count, payloads.count)
         XCTAssertTrue(messages == payloads, "bytes changed on the way")
         try await client.close()
+    }
+}
+
+/// Errors that say what happened, whichever API raised them.
+final class AsyncErrorTests: XCTestCase {
+    /// A peer that resets while we send: the sends that follow report the
+    /// reset, never `closed` (which blames our own close).
+    func testAResetWhileSendingIsNotReportedAsOurClose() async throws {
+        let group = try TobyEventLoopGroup(threads: 1)
+        defer { group.shutdown() }
+        let listener = try TobyListener(port: 0)
+        defer { listener.close() }
+        let client = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: listener.port, group: group)
+        let accepted = try listener.accept()
+        // The peer goes away with a reset, never reading.
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(accepted.socket.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        accepted.socket.shutdown(Int32(SHUT_RDWR))
+        var last: TobyError?
+        for _ in 0..<1000 {
+            do {
+                try await client.send([UInt8](repeating: 1, count: 1000))
+                try await client.flush()
+            } catch let error as TobyError {
+                last = error
+                break
+            }
+        }
+        let error = try XCTUnwrap(last, "the sends failed")
+        XCTAssertNotEqual(error, .closed, "\(error)")
+        XCTAssertTrue([ECONNRESET, EPIPE].contains(error.systemErrno ?? 0), "\(error)")
+        do {
+            try await client.send([2])
+            XCTFail("a send after the reset")
+        } catch let again as TobyError {
+            XCTAssertEqual(again, error, "every later send reports the same reset")
+        }
+        if case .system(let operation, EPIPE) = error { XCTAssertEqual(operation, "sendmsg") }
     }
 }

@@ -61,7 +61,8 @@ final class TobyErrorLocalizedDescriptionTests: XCTestCase {
             .frameTooLarge(length: 9, limit: 8, prefix: []),
             .frameTooLarge(length: 1 << 40, limit: 8, prefix: Array("HTTP/1.1".utf8)),
             .truncatedFrame(expected: 20, received: 3), .alreadyStarted, .closed, .endOfStream,
-            .timedOut(.seconds(1)), .system(operation: "recvmsg", errno: ECONNRESET),
+            .timedOut(.seconds(1)), .writeTimedOut(.seconds(1)), .connectTimedOut(address: "127.0.0.1:9", timeout: .seconds(1)),
+            .system(operation: "recvmsg", errno: ECONNRESET),
             .unresolvableHost(host: "nowhere", reason: "no"), .unixPathTooLong(path: "p", length: 200, limit: 107),
             .invalidConfiguration("maxFrameLength must be at least 1 (got 0)"),
         ]

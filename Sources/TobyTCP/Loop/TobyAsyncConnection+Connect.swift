@@ -14,8 +14,9 @@ extension TobyAsyncConnection {
     ///   - group: The loops; the connection is served by one of them.
     ///   - timeout: For each address's connect.
     /// - Throws: ``TobyError/unresolvableHost(host:reason:)``,
-    ///   ``TobyError/timedOut(_:)``, ``TobyError/system(operation:errno:)``
-    ///   from the last address tried (for example ECONNREFUSED), or
+    ///   ``TobyError/connectTimedOut(address:timeout:)``,
+    ///   ``TobyError/systemAtAddress(operation:address:errno:)`` from the
+    ///   last address tried (for example ECONNREFUSED), or
     ///   `CancellationError` (nothing is left open then).
     public static func connect(
         host: String, port: Int, configuration: TobyConfiguration = .default,
@@ -34,14 +35,12 @@ extension TobyAsyncConnection {
                 var fd: Int32 = -1
                 let rc = toby_socket_connect_start(&address, &fd)
                 if rc != 0 && rc != -EINPROGRESS {
-                    lastError = TobyError.system(operation: "connect to \(peer)", errno: -rc)
+                    lastError = TobyError.systemAtAddress(operation: "connect", address: peer, errno: -rc)
                     continue
                 }
                 do {
                     if rc == -EINPROGRESS {
-                        try await loop.waitWritable(fd: fd, timeout: timeout)
-                        let result = toby_socket_connect_finish(fd)
-                        if result != 0 { throw TobyError.system(operation: "connect to \(peer)", errno: -result) }
+                        try await loop.waitForConnect(fd: fd, to: peer, timeout: timeout)
                     }
                     return try adopt(fd: fd, peer: peer, configuration: configuration, loop: loop)
                 } catch {
@@ -62,8 +61,8 @@ extension TobyAsyncConnection {
     ///   - group: The loops; the connection is served by one of them.
     ///   - timeout: For the connect.
     /// - Throws: ``TobyError/unixPathTooLong(path:length:limit:)``,
-    ///   ``TobyError/timedOut(_:)``, ``TobyError/system(operation:errno:)``,
-    ///   or `CancellationError`.
+    ///   ``TobyError/connectTimedOut(address:timeout:)``,
+    ///   ``TobyError/systemAtAddress(operation:address:errno:)``, or `CancellationError`.
     public static func connect(
         unixPath: String, configuration: TobyConfiguration = .default,
         group: TobyEventLoopGroup, timeout: Duration = .seconds(10)
@@ -75,13 +74,11 @@ extension TobyAsyncConnection {
             var fd: Int32 = -1
             let rc = toby_socket_connect_unix_start(unixPath, &fd)
             if rc != 0 && rc != -EINPROGRESS && rc != -EAGAIN {
-                throw TobyError.system(operation: "connect to unix:\(unixPath)", errno: -rc)
+                throw TobyError.systemAtAddress(operation: "connect", address: "unix:\(unixPath)", errno: -rc)
             }
             do {
                 if rc != 0 {
-                    try await loop.waitWritable(fd: fd, timeout: timeout)
-                    let result = toby_socket_connect_finish(fd)
-                    if result != 0 { throw TobyError.system(operation: "connect to unix:\(unixPath)", errno: -result) }
+                    try await loop.waitForConnect(fd: fd, to: "unix:\(unixPath)", timeout: timeout)
                 }
                 return try adopt(fd: fd, peer: "unix:\(unixPath)", configuration: configuration, loop: loop)
             } catch {
@@ -160,5 +157,20 @@ struct AsyncClientBridge: TobyServerHandler {
 
     func connectionClosed(_ core: TobyConnection, error: TobyError?) {
         connection.loopEnded(error)
+    }
+}
+
+extension EventLoop {
+    /// Waits for a non-blocking connect of `fd` to `address` to complete,
+    /// with the errors the blocking connect has: ``TobyError/systemAtAddress(operation:address:errno:)``
+    /// for a refusal, ``TobyError/connectTimedOut(address:timeout:)``.
+    func waitForConnect(fd: Int32, to address: String, timeout: Duration) async throws {
+        do {
+            try await waitWritable(fd: fd, timeout: timeout)
+        } catch TobyError.timedOut(let waited) {
+            throw TobyError.connectTimedOut(address: address, timeout: waited)
+        }
+        let result = toby_socket_connect_finish(fd)
+        if result != 0 { throw TobyError.systemAtAddress(operation: "connect", address: address, errno: -result) }
     }
 }

@@ -220,7 +220,7 @@ public final class TobyAsyncConnection: @unchecked Sendable {
     ///
     /// - Throws: ``TobyError/frameTooLarge(length:limit:prefix:)``,
     ///   ``TobyError/closed`` after a close, the connection's error,
-    ///   ``TobyError/timedOut(_:)`` after `writeTimeout` without room (the
+    ///   ``TobyError/writeTimedOut(_:)`` after `writeTimeout` without room (the
     ///   message was not accepted), or `CancellationError`.
     public func send(_ message: [UInt8]) async throws {
         try await onLoop {

@@ -451,7 +451,8 @@ public final class TobyConnection: @unchecked Sendable {
         var code: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
         if getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length) == 0 && code != 0 {
-            return .system(operation: "recvmsg", errno: code)
+            // The call that would have met it: EPIPE only ever fails a send.
+            return .system(operation: code == EPIPE ? "sendmsg" : "recvmsg", errno: code)
         }
         return nil
     }
@@ -980,6 +981,8 @@ public final class TobyConnection: @unchecked Sendable {
     private func finish(error: TobyError?, abortive: Bool) {
         guard state != .closed else { return }
         state = .closed
+        // Later sends report why it ended (a reset is not our own close).
+        if failure == nil { failure = error }
         loop.lock.lock()
         foreignOpen = false
         foreign.removeAll()
@@ -1082,7 +1085,7 @@ extension TobyConnection {
 
     /// Suspends the calling task (running on this loop) until the output
     /// queue is below its low-water mark (`.room`) or empty (`.drained`).
-    /// Throws the connection's error if it fails first, `timedOut` after
+    /// Throws the connection's error if it fails first, `writeTimedOut` after
     /// `writeTimeout` for `.room`, or `CancellationError`.
     func waitForOutput(_ kind: OutputWaiter.Kind) async throws {
         if kind == .room && output.pendingBytes < highWater { return }
@@ -1132,7 +1135,7 @@ extension TobyConnection {
         var index = 0
         while index < outputWaiters.count {
             if outputWaiters[index].deadline <= now {
-                outputWaiters.remove(at: index).continuation.resume(throwing: TobyError.timedOut(timeout))
+                outputWaiters.remove(at: index).continuation.resume(throwing: TobyError.writeTimedOut(timeout))
             } else {
                 index += 1
             }
