@@ -20,6 +20,10 @@
 #   SOAK_SEED=N          the client's seed (default: random; printed)
 #   SOAK_THREADS=N       client threads (default 32)
 #   SOAK_BYTE_ORDER=big  length prefix byte order on both ends (default little)
+#   SOAK_API=async       the server API: handler (default), async or blocking
+#
+# It also fails if the server's RSS two seconds after the load is more than
+# twice its RSS at start (memory that the load left behind).
 set -euo pipefail
 
 usage() { echo "usage: bash Scripts/soak.sh MINUTES   (e.g. 1, 10, 0.5)" >&2; exit 2; }
@@ -34,6 +38,8 @@ HOST=127.0.0.1   # loopback only
 MAX_FRAME=8388608
 THREADS=${SOAK_THREADS:-32}
 BYTE_ORDER=${SOAK_BYTE_ORDER:-little}
+API=${SOAK_API:-handler}
+[[ $API == handler || $API == async || $API == blocking ]] || usage
 [[ $BYTE_ORDER == little || $BYTE_ORDER == big ]] || usage
 SEED=${SOAK_SEED:-$(( (RANDOM << 15) | RANDOM ))}
 WORK=$(mktemp -d /tmp/toby-soak.XXXXXX)
@@ -71,7 +77,7 @@ fi
 [[ -x $TOBY ]] || { echo "soak: no toby binary at $TOBY" >&2; exit 1; }
 
 # --- server --------------------------------------------------------------
-"$TOBY" echo --host "$HOST" --port 0 --max-frame "$MAX_FRAME" --byte-order "$BYTE_ORDER" >"$WORK/server.out" 2>"$WORK/server.err" &
+"$TOBY" echo --api "$API" --host "$HOST" --port 0 --max-frame "$MAX_FRAME" --byte-order "$BYTE_ORDER" >"$WORK/server.out" 2>"$WORK/server.err" &
 server_pid=$!
 port=""
 for _ in $(seq 300); do
@@ -157,8 +163,11 @@ failures=()
 [[ $server_rc -eq 0 ]] || failures+=("server exit status $server_rc (expected 0 after SIGTERM)")
 [[ $stdout_lines -eq 1 ]] || failures+=("server printed $stdout_lines stdout lines (expected 1)")
 [[ -s $WORK/client.out ]] || failures+=("client printed no report")
+if [[ -n ${rss_idle:-} && -n ${rss_start:-} ]] && (( rss_idle > 2 * rss_start )); then
+  failures+=("RSS after the load $(mib "$rss_idle") is more than twice the $(mib "$rss_start") at start")
+fi
 
-echo "=== toby echo soak: $MINUTES minute(s), $HOST:$port, --max-frame $MAX_FRAME --byte-order $BYTE_ORDER ==="
+echo "=== toby echo --api $API soak: $MINUTES minute(s), $HOST:$port, --max-frame $MAX_FRAME --byte-order $BYTE_ORDER ==="
 cat "$WORK/client.out"
 if [[ -s $WORK/client.err ]]; then echo "client stderr:"; sed 's/^/  /' "$WORK/client.err" | head -n 20; fi
 echo "server peak RSS: VmHWM $(mib "${hwm:-0}"), max VmRSS sampled each second $(mib "$max_rss")"
