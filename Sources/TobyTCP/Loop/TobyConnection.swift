@@ -107,7 +107,7 @@ public final class TobyConnection: @unchecked Sendable {
     private let order: toby_byte_order
     private let highWater: Int
     private let lowWater: Int
-    private let lingerNanoseconds: UInt64
+    private let shutdownLinger: UInt64
 
     // Loop thread only.
     private(set) var state = State.open
@@ -169,7 +169,7 @@ public final class TobyConnection: @unchecked Sendable {
         order = configuration.byteOrder == .littleEndian ? TOBY_LITTLE_ENDIAN : TOBY_BIG_ENDIAN
         highWater = server.options.writeHighWaterMark
         lowWater = server.options.writeLowWaterMark
-        lingerNanoseconds = server.options.shutdownLinger.clampedNanoseconds
+        shutdownLinger = server.options.shutdownLinger.clampedNanoseconds
         reader = .allocate(capacity: 1)
         reader.initialize(to: toby_reader())
     }
@@ -570,7 +570,7 @@ public final class TobyConnection: @unchecked Sendable {
     /// ends, or has everything and goes quiet, or the linger runs out.
     private func startLingering() {
         state = .lingering
-        if resetDeadline == .max { resetDeadline = loop.now &+ lingerNanoseconds }
+        if resetDeadline == .max { resetDeadline = loop.now &+ shutdownLinger }
         lingerQuiet = true
         lingerInterval = 1_000_000
         deadline = loop.now &+ lingerInterval
