@@ -76,7 +76,8 @@ let package = Package(
             ]
         ),
         // Runs the built `toby` and `QuickStart` binaries as subprocesses
-        // (found next to the test bundle).
-        .testTarget(name: "TobyToolTests", path: "Tests/TobyToolTests"),
+        // (found next to the test bundle); unit-tests the tool's argument
+        // parsing (`@testable import toby`).
+        .testTarget(name: "TobyToolTests", dependencies: ["toby"], path: "Tests/TobyToolTests"),
     ]
 )

@@ -16,7 +16,7 @@ import CTobyFrame
 /// a socket and ``TobyMessenger/start()`` throw
 /// ``TobyError/invalidConfiguration(_:)`` naming the setting that is out of
 /// range, before any byte moves. The throwing
-/// ``init(byteOrder:maxFrameLength:ringCapacity:maxQueuedSendBytes:readTimeout:)``
+/// ``init(byteOrder:maxFrameLength:ringCapacity:maxQueuedSendBytes:readTimeout:writeTimeout:)``
 /// checks at once.
 public struct TobyConfiguration: Sendable, Equatable, Hashable {
     /// Byte order of the 8-byte length prefix.
@@ -62,11 +62,11 @@ public struct TobyConfiguration: Sendable, Equatable, Hashable {
     public var writeTimeout: Duration? = nil
 
     /// The defaults: little-endian, 64 MiB frames, 64 KiB ring, 4 MiB of
-    /// queued sends, no read timeout. The same as ``init()``.
+    /// queued sends, no read or write timeout. The same as ``init()``.
     public static let `default` = TobyConfiguration()
 
     /// The defaults: little-endian, 64 MiB frames, 64 KiB ring, 4 MiB of
-    /// queued sends, no read timeout.
+    /// queued sends, no read or write timeout.
     public init() {}
 
     /// Makes a configuration and checks at once that the settings are in
@@ -78,19 +78,23 @@ public struct TobyConfiguration: Sendable, Equatable, Hashable {
     ///   - ringCapacity: Receive ring size, a power of two in `16...1 GiB`.
     ///   - maxQueuedSendBytes: Send queue bound in bytes, at least 1.
     ///   - readTimeout: Optional limit on waiting for the peer's bytes; positive.
+    ///   - writeTimeout: Optional limit on an async send's wait for room in
+    ///     the connection's queue; positive.
     /// - Throws: ``TobyError/invalidConfiguration(_:)`` naming the setting.
     public init(
         byteOrder: ByteOrder = .littleEndian,
         maxFrameLength: Int = 64 << 20,
         ringCapacity: Int = 64 << 10,
         maxQueuedSendBytes: Int = 4 << 20,
-        readTimeout: Duration? = nil
+        readTimeout: Duration? = nil,
+        writeTimeout: Duration? = nil
     ) throws(TobyError) {
         self.byteOrder = byteOrder
         self.maxFrameLength = maxFrameLength
         self.ringCapacity = ringCapacity
         self.maxQueuedSendBytes = maxQueuedSendBytes
         self.readTimeout = readTimeout
+        self.writeTimeout = writeTimeout
         try validate()
     }
 

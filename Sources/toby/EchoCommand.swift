@@ -30,6 +30,12 @@ struct EchoCommand: ParsableCommand {
             A misbehaving peer (a frame over --max-frame, a reset, a frame cut short) \
             loses its own connection only; one line about it goes to stderr.
 
+            --read-timeout DURATION (500ms, 2s, 1.5s, 1m) drops a connection that \
+            completes no message for that long, with every --api: an idle peer, or \
+            a slow-loris one sending a byte now and then, is closed, and one line \
+            saying it timed out, naming the peer, goes to stderr. Without it a \
+            connection may stay silent forever.
+
             Examples:
               toby echo --port 15235
               toby echo --port 0 --host ::
@@ -37,6 +43,7 @@ struct EchoCommand: ParsableCommand {
               toby echo --port 0 --threads 4
               toby echo --port 0 --api async
               toby echo --port 0 --api blocking
+              toby echo --port 0 --read-timeout 30s
             """)
 
     /// Which of the library's server APIs serves the connections.
@@ -48,6 +55,7 @@ struct EchoCommand: ParsableCommand {
 
     @OptionGroup(title: "Address") var endpoint: EndpointOptions
     @OptionGroup(title: "Framing") var framing: FramingOptions
+    @OptionGroup(title: "Timeouts") var timeouts: ServerTimeoutOptions
 
     @Option(help: ArgumentHelp(
         "Server API: handler (event loops, the default), async (a task per connection on the loops) or blocking (a thread per connection).",
@@ -68,13 +76,19 @@ struct EchoCommand: ParsableCommand {
     }
 
     func run() throws {
+        let readTimeout = timeouts.readTimeout
         switch api {
         case .handler:
-            try Server.runOnLoops(endpoint: endpoint, framing: framing, threads: threads, grace: .seconds(5)) { _ in LoopEcho() }
+            try Server.runOnLoops(
+                endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: .seconds(5)
+            ) { _ in LoopEcho() }
         case .async:
-            try Server.runOnLoops(endpoint: endpoint, framing: framing, threads: threads, grace: .seconds(5), serve: EchoCommand.echo)
+            try Server.runOnLoops(
+                endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: .seconds(5),
+                serve: EchoCommand.echo)
         case .blocking:
-            try Server.run(endpoint: endpoint, framing: framing, grace: .seconds(5), handle: EchoCommand.echo)
+            try Server.run(
+                endpoint: endpoint, framing: framing, readTimeout: readTimeout, grace: .seconds(5), handle: EchoCommand.echo)
         }
     }
 
@@ -85,7 +99,7 @@ struct EchoCommand: ParsableCommand {
                 try await connection.send(contentsOf: batch)
             }
         } catch let error as TobyError {
-            Output.error("\(connection.peer): \(error)")
+            Output.connectionError(connection.peer, error)
         }
     }
 
@@ -109,7 +123,7 @@ struct EchoCommand: ParsableCommand {
             // A peer that ended cleanly and left without reading its replies
             // (`toby send` without --replies) did nothing wrong.
             if inputDone, case .system(_, let code) = error, code == EPIPE || code == ECONNRESET { return }
-            Output.error("\(connection.peer): \(error)")
+            Output.connectionError(connection.peer, error)
         }
     }
 
@@ -131,7 +145,7 @@ struct EchoCommand: ParsableCommand {
         do {
             receiver = try messenger.start()
         } catch {
-            Output.error("\(messenger.peer): \(error)")
+            Output.connectionError(messenger.peer, error)
             return
         }
         do {
@@ -139,7 +153,7 @@ struct EchoCommand: ParsableCommand {
             try messenger.close()
         } catch {
             if !leftWithoutReading(error, receiver) {
-                Output.error("\(messenger.peer): \(error)")
+                Output.connectionError(messenger.peer, error)
             }
             try? messenger.close()
         }

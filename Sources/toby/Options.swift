@@ -109,3 +109,15 @@ struct FramingOptions: ParsableArguments {
             byteOrder: byteOrder.byteOrder, maxFrameLength: maxFrame.bytes, readTimeout: readTimeout)
     }
 }
+
+/// `--read-timeout`: how long a server lets a connection go without a
+/// complete message (echo, listen).
+struct ServerTimeoutOptions: ParsableArguments {
+    @Option(
+        name: .customLong("read-timeout"),
+        help: ArgumentHelp(
+            "Drop a connection that completes no message for this long: a number and a unit (500ms, 2s, 1.5s, 1m). Default: never.",
+            valueName: "duration"),
+        transform: DurationArgument.parse)
+    var readTimeout: Duration?
+}

@@ -19,6 +19,17 @@ enum Output {
         emit("toby: " + message, to: 2)
     }
 
+    /// Writes the one stderr line about a connection that ended badly,
+    /// `toby: PEER: what happened`; a connection dropped by --read-timeout
+    /// says so.
+    static func connectionError(_ peer: String, _ error: any Error) {
+        if case .timedOut(let timeout)? = error as? TobyError {
+            self.error("\(peer): timed out: no complete message within \(timeout) (--read-timeout); connection closed")
+        } else {
+            self.error("\(peer): \(error)")
+        }
+    }
+
     /// Writes the line; returns 0, or the errno that made it drop the line
     /// (EPIPE for a closed pipe, ENOSPC for a full disk, ...).
     @discardableResult

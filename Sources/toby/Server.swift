@@ -13,6 +13,7 @@ enum Server {
     /// `listening on ADDRESS`, then accepts connections, each served by
     /// `handle` on a thread of its own. On a signal it closes the listener
     /// (which removes a Unix socket file) and exits with status 0.
+    /// `readTimeout` bounds every receive of the accepted messengers.
     ///
     /// On the signal it stops accepting, goes on serving the open
     /// connections for up to `grace`, then shuts down those left
@@ -20,14 +21,15 @@ enum Server {
     /// every reply owed sent, the stream ended, the peer's end awaited for
     /// up to `linger`), as the event-loop servers do.
     static func run(
-        endpoint: EndpointOptions, framing: FramingOptions, grace: Duration, linger: Duration = .seconds(2),
+        endpoint: EndpointOptions, framing: FramingOptions, readTimeout: Duration? = nil, grace: Duration,
+        linger: Duration = .seconds(2),
         handle: @escaping @Sendable (TobyMessenger) -> Void
     ) throws -> Never {
         // Handlers first, so a signal sent as soon as the line is read is ours.
         let signals = try SignalPipe(catching: [SIGINT, SIGTERM])
         let listener: TobyListener
         do {
-            listener = try endpoint.listen(configuration: try framing.configuration())
+            listener = try endpoint.listen(configuration: try framing.configuration(readTimeout: readTimeout))
         } catch {
             Output.error(error.description)
             throw ExitCode.failure
@@ -76,12 +78,14 @@ enum Server {
 extension Server {
     /// Runs a ``TobyServer`` on event loops until SIGINT or SIGTERM: prints
     /// `listening on ADDRESS`, serves, then stops listening (removing a Unix
-    /// socket file) and exits with status 0.
+    /// socket file) and exits with status 0. `readTimeout` is the longest a
+    /// connection may go without completing a message.
     static func runOnLoops(
-        endpoint: EndpointOptions, framing: FramingOptions, threads: Int?, grace: Duration,
+        endpoint: EndpointOptions, framing: FramingOptions, readTimeout: Duration? = nil, threads: Int?, grace: Duration,
         handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
     ) throws -> Never {
-        try runOnLoops(endpoint: endpoint, framing: framing, threads: threads, grace: grace) { configuration, group throws(TobyError) in
+        try runOnLoops(endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: grace) {
+            configuration, group throws(TobyError) in
             if let unixPath = endpoint.unixPath {
                 return try TobyServer.listen(unixPath: unixPath, configuration: configuration, group: group, handler: handler)
             }
@@ -93,10 +97,11 @@ extension Server {
 
     /// As above, serving each connection with an async task on its loop.
     static func runOnLoops(
-        endpoint: EndpointOptions, framing: FramingOptions, threads: Int?, grace: Duration,
+        endpoint: EndpointOptions, framing: FramingOptions, readTimeout: Duration? = nil, threads: Int?, grace: Duration,
         serve body: @escaping @Sendable (TobyAsyncConnection) async throws -> Void
     ) throws -> Never {
-        try runOnLoops(endpoint: endpoint, framing: framing, threads: threads, grace: grace) { configuration, group throws(TobyError) in
+        try runOnLoops(endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: grace) {
+            configuration, group throws(TobyError) in
             if let unixPath = endpoint.unixPath {
                 return try TobyServer.serve(unixPath: unixPath, configuration: configuration, group: group, body)
             }
@@ -107,13 +112,13 @@ extension Server {
     }
 
     private static func runOnLoops(
-        endpoint: EndpointOptions, framing: FramingOptions, threads: Int?, grace: Duration,
+        endpoint: EndpointOptions, framing: FramingOptions, readTimeout: Duration?, threads: Int?, grace: Duration,
         start: (TobyConfiguration, TobyEventLoopGroup) throws(TobyError) -> TobyServer
     ) throws -> Never {
         let signals = try SignalPipe(catching: [SIGINT, SIGTERM])
         let server: TobyServer
         do {
-            let configuration = try framing.configuration()
+            let configuration = try framing.configuration(readTimeout: readTimeout)
             let group = try TobyEventLoopGroup(threads: threads ?? TobyEventLoopGroup.coreCount)
             server = try start(configuration, group)
         } catch {

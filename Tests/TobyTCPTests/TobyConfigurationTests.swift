@@ -15,6 +15,7 @@ final class TobyConfigurationTests: XCTestCase {
         XCTAssertEqual(config.ringCapacity, 64 << 10)
         XCTAssertEqual(config.maxQueuedSendBytes, 4 << 20)
         XCTAssertNil(config.readTimeout)
+        XCTAssertNil(config.writeTimeout)
         XCTAssertEqual(TobyConfiguration(), config)
         XCTAssertNoThrow(try config.validate())
     }
@@ -38,10 +39,27 @@ final class TobyConfigurationTests: XCTestCase {
         assertInvalid(try TobyConfiguration(maxQueuedSendBytes: 0), naming: "maxQueuedSendBytes")
         assertInvalid(try TobyConfiguration(readTimeout: .zero), naming: "readTimeout")
         assertInvalid(try TobyConfiguration(readTimeout: .seconds(-1)), naming: "readTimeout")
+        assertInvalid(try TobyConfiguration(writeTimeout: .zero), naming: "writeTimeout")
+        assertInvalid(try TobyConfiguration(writeTimeout: .milliseconds(-5)), naming: "writeTimeout")
         XCTAssertNoThrow(try TobyConfiguration(ringCapacity: 16))
         XCTAssertNoThrow(try TobyConfiguration(ringCapacity: 1 << 30))
         XCTAssertNoThrow(try TobyConfiguration(maxFrameLength: 1))
         XCTAssertNoThrow(try TobyConfiguration(maxQueuedSendBytes: 1))
+    }
+
+    /// The throwing initialiser takes every setting, the write timeout too.
+    func testThrowingInitTakesTheWriteTimeout() throws {
+        let config = try TobyConfiguration(readTimeout: .seconds(2), writeTimeout: .milliseconds(300))
+        XCTAssertEqual(config.writeTimeout, .milliseconds(300))
+        XCTAssertEqual(config.readTimeout, .seconds(2))
+        var expected = TobyConfiguration()
+        expected.readTimeout = .seconds(2)
+        expected.writeTimeout = .milliseconds(300)
+        XCTAssertEqual(config, expected)
+        XCTAssertNil(try TobyConfiguration(readTimeout: .seconds(2)).writeTimeout, "nil by default")
+        XCTAssertThrowsError(try TobyConfiguration(writeTimeout: .zero)) { error in
+            XCTAssertEqual(error as? TobyError, .invalidConfiguration("writeTimeout must be positive (got 0.0 seconds)"))
+        }
     }
 
     func testValidateNamesTheSettingAndValue() {

@@ -235,6 +235,23 @@ final class RawSocket {
 
     deinit { if fd >= 0 { close(fd) } }
 
+    /// This end's port: with 127.0.0.1, the peer address a server names.
+    var localPort: Int {
+        var address = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// Waits at most `milliseconds` for something to read, or for the end
+    /// of the stream or a reset; true if there is.
+    func isReadable(within milliseconds: Int32) -> Bool {
+        var pollfd = Glibc.pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&pollfd, 1, milliseconds) > 0
+    }
+
     /// Closes abortively: the peer gets a TCP reset instead of an end of stream.
     func reset() {
         var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
