@@ -12,6 +12,16 @@ enum DurationArgument {
     /// Parses `text`, or throws a `ValidationError` that says what is wrong
     /// and what to write instead.
     static func parse(_ text: String) throws -> Duration {
+        try parse(text, allowingZero: false)
+    }
+
+    /// As ``parse(_:)``, also taking zero (`0`, `0s`): a grace period may be none.
+    static func parseAllowingZero(_ text: String) throws -> Duration {
+        if text == "0" { return .zero }
+        return try parse(text, allowingZero: true)
+    }
+
+    private static func parse(_ text: String, allowingZero: Bool) throws -> Duration {
         let example = "a number and a unit, like 500ms, 2s, 1.5s or 1m"
         guard let unit = units.first(where: { text.hasSuffix($0.suffix) }) else {
             if !text.isEmpty, text.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }) {
@@ -39,7 +49,7 @@ enum DurationArgument {
         let fractionNanoseconds = scale.dividingFullWidth(fractionValue.multipliedFullWidth(by: unit.nanoseconds)).quotient
         let (total, overflowAgain) = wholeNanoseconds.addingReportingOverflow(fractionNanoseconds)
         guard !overflow, !overflowAgain else { throw ValidationError("'\(text)' is too long a duration") }
-        guard total > 0 else { throw ValidationError("'\(text)' is not positive: give a duration above zero") }
+        guard total > 0 || allowingZero else { throw ValidationError("'\(text)' is not positive: give a duration above zero") }
         return .nanoseconds(total)
     }
 }

@@ -14,9 +14,12 @@ struct EchoCommand: ParsableCommand {
         discussion: """
             Prints one line, 'listening on ADDRESS', as soon as it accepts \
             connections (with --port 0 the address holds the port that was picked), \
-            then serves any number of connections at once until SIGINT or SIGTERM, \
-            when it stops listening, removes its Unix socket file and exits with \
-            status 0.
+            then serves any number of connections at once until SIGINT or SIGTERM. \
+            Then it stops listening, goes on serving the open connections until they \
+            end or --grace (default 5s) passes, ends the ones left without losing a \
+            reply it owes (nothing more is delivered, every reply queued is sent, the \
+            stream ends, the peer's end is awaited for up to 2 s, then a reset), \
+            removes its Unix socket file and exits with status 0.
 
             --api handler (the default) serves every connection on event loops, \
             --threads of them (default: one per core), with the loop-thread handler \
@@ -44,6 +47,7 @@ struct EchoCommand: ParsableCommand {
               toby echo --port 0 --api async
               toby echo --port 0 --api blocking
               toby echo --port 0 --read-timeout 30s
+              toby echo --port 0 --grace 30s
             """)
 
     /// Which of the library's server APIs serves the connections.
@@ -80,15 +84,15 @@ struct EchoCommand: ParsableCommand {
         switch api {
         case .handler:
             try Server.runOnLoops(
-                endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: .seconds(5)
+                endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: timeouts.grace
             ) { _ in LoopEcho() }
         case .async:
             try Server.runOnLoops(
-                endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: .seconds(5),
+                endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: timeouts.grace,
                 serve: EchoCommand.echo)
         case .blocking:
             try Server.run(
-                endpoint: endpoint, framing: framing, readTimeout: readTimeout, grace: .seconds(5), handle: EchoCommand.echo)
+                endpoint: endpoint, framing: framing, readTimeout: readTimeout, grace: timeouts.grace, handle: EchoCommand.echo)
         }
     }
 

@@ -120,4 +120,11 @@ struct ServerTimeoutOptions: ParsableArguments {
             valueName: "duration"),
         transform: DurationArgument.parse)
     var readTimeout: Duration?
+
+    @Option(
+        help: ArgumentHelp(
+            "On SIGINT or SIGTERM: stop accepting, go on serving open connections for up to this long, then end the ones left without losing a reply they are owed (0: at once).",
+            valueName: "duration"),
+        transform: DurationArgument.parseAllowingZero)
+    var grace: Duration = .seconds(5)
 }

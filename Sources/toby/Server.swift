@@ -62,6 +62,7 @@ enum Server {
                 }
             }
         }
+        IdleMemory.trimWhenIdle { live.count }
 
         signals.wait()
         listener.close()
@@ -126,6 +127,7 @@ extension Server {
             throw ExitCode.failure
         }
         Output.line("listening on \(server.address)")
+        IdleMemory.trimWhenIdle { server.connectionCount }
         signals.wait()
         // Stop accepting, serve for up to `grace`, then stop delivering,
         // send what is owed, end each stream and linger (TobyServer.close).
@@ -162,6 +164,12 @@ final class LiveConnections: @unchecked Sendable {
         pthread_mutex_unlock(&mutex)
     }
 
+    var count: Int {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return messengers.count
+    }
+
     var all: [TobyMessenger] {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
@@ -183,6 +191,34 @@ final class LiveConnections: @unchecked Sendable {
             if pthread_cond_timedwait(&condition, &mutex, &deadline) == ETIMEDOUT { return messengers.isEmpty }
         }
         return true
+    }
+}
+
+/// Gives the memory a load left behind back to the kernel once the server
+/// is idle. glibc keeps what its per-thread arenas freed (frames of up to
+/// `--max-frame` bytes, a thread per connection for `--api blocking`), so
+/// without this an idle server would keep its peak; `malloc_trim` returns
+/// the free pages of every arena. Checked once a second, trimmed once per
+/// idle spell: it costs nothing while connections are open.
+enum IdleMemory {
+    /// glibc's `malloc_trim` (in `<malloc.h>`, which the Glibc module does not export).
+    private typealias Trim = @convention(c) (Int) -> Int32
+
+    static func trimWhenIdle(connections: @escaping @Sendable () -> Int) {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return }
+        let trim = unsafeBitCast(symbol, to: Trim.self)
+        try? Threads.spawn {
+            var busySinceTrim = false
+            while true {
+                sleep(1)
+                if connections() > 0 {
+                    busySinceTrim = true
+                } else if busySinceTrim {
+                    busySinceTrim = false
+                    _ = trim(0)
+                }
+            }
+        }
     }
 }
 

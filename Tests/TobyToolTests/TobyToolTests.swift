@@ -307,11 +307,12 @@ final class TobyToolTests: XCTestCase {
     }
 
     func testSigtermEndsTheEchoServerWithStatusZero() throws {
-        let (server, port) = try echoServer()
-        let open = try RawSocket(port: Int(port)!)  // an open connection does not delay the exit
+        let (server, port) = try echoServer(["--grace", "0"])
+        let open = try RawSocket(port: Int(port)!)  // with --grace 0 an open connection does not delay the exit
         try open.write(prefix(2) + Array("hi".utf8))
         XCTAssertEqual(try open.read(10), prefix(2) + Array("hi".utf8))
         server.signal(SIGTERM)
+        XCTAssertNil(try open.read(1), "the open connection sees the end of stream")
         let exit = try server.waitForExit()
         XCTAssertEqual(exit.reason, .exit)
         XCTAssertEqual(exit.status, 0)
