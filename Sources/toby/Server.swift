@@ -27,6 +27,7 @@ enum Server {
     ) throws -> Never {
         // Handlers first, so a signal sent as soon as the line is read is ours.
         let signals = try SignalPipe(catching: [SIGINT, SIGTERM])
+        IdleMemory.limitArenas()
         let listener: TobyListener
         do {
             listener = try endpoint.listen(configuration: try framing.configuration(readTimeout: readTimeout))
@@ -117,6 +118,7 @@ extension Server {
         start: (TobyConfiguration, TobyEventLoopGroup) throws(TobyError) -> TobyServer
     ) throws -> Never {
         let signals = try SignalPipe(catching: [SIGINT, SIGTERM])
+        IdleMemory.limitArenas()
         let server: TobyServer
         do {
             let configuration = try framing.configuration(readTimeout: readTimeout)
@@ -195,17 +197,31 @@ final class LiveConnections: @unchecked Sendable {
 }
 
 /// Gives the memory a load left behind back to the kernel once the server
-/// is idle. glibc keeps what its per-thread arenas freed (frames of up to
-/// `--max-frame` bytes, a thread per connection for `--api blocking`), so
-/// without this an idle server would keep its peak; `malloc_trim` returns
-/// the free pages of every arena. Checked once a second, trimmed once per
-/// idle spell: it costs nothing while connections are open.
+/// is idle. glibc keeps what its arenas freed (frames of up to `--max-frame`
+/// bytes), so without this an idle server would keep its peak: once the
+/// last connection ended, `malloc_trim` returns the free pages of every
+/// arena. It cannot shrink the top of a thread's own arena, of which glibc
+/// makes up to 8 per core for a thread per connection (`--api blocking`
+/// kept 83 MiB after a soak that started at 13), so the arenas are limited
+/// to one per core: as many as can run at once. Checked once a second,
+/// trimmed once per idle spell: nothing while connections are open.
 enum IdleMemory {
-    /// glibc's `malloc_trim` (in `<malloc.h>`, which the Glibc module does not export).
+    /// glibc's `malloc_trim` and `mallopt` (in `<malloc.h>`, which the Glibc
+    /// module does not export).
     private typealias Trim = @convention(c) (Int) -> Int32
+    private typealias Option = @convention(c) (Int32, Int32) -> Int32
+    private static let arenaMax: Int32 = -8  // M_ARENA_MAX
+
+    private static var library: UnsafeMutableRawPointer? { nil }  // RTLD_DEFAULT
+
+    /// At start, before the server's threads: one arena per core.
+    static func limitArenas() {
+        guard let symbol = dlsym(library, "mallopt") else { return }
+        _ = unsafeBitCast(symbol, to: Option.self)(arenaMax, Int32(clamping: TobyEventLoopGroup.coreCount))
+    }
 
     static func trimWhenIdle(connections: @escaping @Sendable () -> Int) {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return }
+        guard let symbol = dlsym(library, "malloc_trim") else { return }
         let trim = unsafeBitCast(symbol, to: Trim.self)
         try? Threads.spawn {
             var busySinceTrim = false
