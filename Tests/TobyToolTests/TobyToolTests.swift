@@ -96,7 +96,7 @@ final class TobyToolTests: XCTestCase {
     }
 
     func testManyClientsAtOnce() throws {
-        let (server, port) = try echoServer()
+        let (server, port) = try echoServer(["--grace", "0"])
         // A connection that stays open and idle does not hold the others up.
         let idle = try RawSocket(port: Int(port)!)
         let clients = try (0..<6).map { client in
