@@ -59,16 +59,20 @@ struct Benchmarks: ParsableCommand {
             print("NOTE: debug build: figures are not representative; use `swift run -c release benchmarks`.")
         }
         prepareProcess()
-        let settings = Settings(quick: quick, runs: runs ?? (quick ? 1 : Self.defaultRuns), timeout: timeout ?? (quick ? 30 : 120))
-        let all = OneWay.scenarios(settings) + [
-            PingPong.scenario(settings), Pipelined.scenario(settings),
-            SharedSenders.scenario(settings), Connections.scenario(settings),
-        ] + EchoServers.scenarios(settings)
+        let settings = Settings(
+            quick: quick, runs: runs ?? (quick ? 1 : Self.defaultRuns), timeout: timeout ?? (quick ? 30 : 120))
+        let all =
+            OneWay.scenarios(settings) + [
+                PingPong.scenario(settings), Pipelined.scenario(settings),
+                SharedSenders.scenario(settings), Connections.scenario(settings),
+            ] + EchoServers.scenarios(settings)
         if list {
             for scenario in all { print("\(scenario.id)\t\(scenario.title)") }
             return
         }
-        let selected = all.filter { $0.matches(filter) }.map { $0.keepingRows(matching: implementation) }.filter { !$0.rows.isEmpty }
+        let selected = all.filter { $0.matches(filter) }.map { $0.keepingRows(matching: implementation) }.filter {
+            !$0.rows.isEmpty
+        }
         guard !selected.isEmpty else {
             throw ValidationError("--filter \(filter ?? "") matches no scenario; --list shows them")
         }
@@ -76,8 +80,12 @@ struct Benchmarks: ParsableCommand {
         let started = nowNanoseconds()
         let machine = Machine.describe()
         print("TobyTCP benchmarks: \(debug ? "DEBUG" : "release") build, \(machine), loopback 127.0.0.1")
-        print("mode: \(quick ? "quick" : "full"), \(settings.runs) run(s) per measurement, median reported; MB/s counts payload bytes (10^6)")
-        print("write syscalls: \(WriteSyscalls.works ? "perf tracepoints syscalls:sys_enter_{write,writev,pwrite*,sendto,sendmsg,sendmmsg}, all threads" : "n/a (perf_event_open or tracefs unavailable)")")
+        print(
+            "mode: \(quick ? "quick" : "full"), \(settings.runs) run(s) per measurement, median reported; MB/s counts payload bytes (10^6)"
+        )
+        print(
+            "write syscalls: \(WriteSyscalls.works ? "perf tracepoints syscalls:sys_enter_{write,writev,pwrite*,sendto,sendmsg,sendmmsg}, all threads" : "n/a (perf_event_open or tracefs unavailable)")"
+        )
         print("")
 
         var results: [ScenarioResult] = []
@@ -103,7 +111,10 @@ struct Benchmarks: ParsableCommand {
             progress("wrote \(json)")
         }
         if let svg {
-            try writeFile(svg, SVGChart.render(results, subtitle: "\(debug ? "DEBUG build, " : "")\(machine); median of \(settings.runs) run(s)"))
+            try writeFile(
+                svg,
+                SVGChart.render(results, subtitle: "\(debug ? "DEBUG build, " : "")\(machine); median of \(settings.runs) run(s)")
+            )
             progress("wrote \(svg)")
         }
 

@@ -60,10 +60,11 @@ enum Kernel {
         let stream = Stream(Payloads(size: size))
         let pair = try RawSocket.pairs(1)[0]
         defer { PureSwift.close([pair]) }
-        let nanoseconds = try runThreads(timed: [
-            { try stream.write(frames: count, to: pair.client) },
-            { try drain(pair.server, bytes: count * stream.frameSize) },
-        ], timeout: timeout)
+        let nanoseconds = try runThreads(
+            timed: [
+                { try stream.write(frames: count, to: pair.client) },
+                { try drain(pair.server, bytes: count * stream.frameSize) },
+            ], timeout: timeout)
         return .throughput(messages: count, size: size, nanoseconds: nanoseconds)
     }
 
@@ -85,26 +86,30 @@ enum Kernel {
         defer { PureSwift.close([pair]) }
         let recorder = Box(LatencyRecorder(warmup: warmup))
         _ = try runThreads(
-            timed: [{
-                var latencies = LatencyRecorder(warmup: warmup)
-                var reply = [UInt8](repeating: 0, count: frame.count)
-                for _ in 0..<(warmup + count) {
-                    let start = nowNanoseconds()
-                    try frame.withUnsafeBytes { try RawSocket.writeAll(pair.client, $0) }
-                    guard try reply.withUnsafeMutableBytes({ try RawSocket.readExactly(pair.client, $0) }) else { break }
-                    latencies.record(nowNanoseconds() - start)
+            timed: [
+                {
+                    var latencies = LatencyRecorder(warmup: warmup)
+                    var reply = [UInt8](repeating: 0, count: frame.count)
+                    for _ in 0..<(warmup + count) {
+                        let start = nowNanoseconds()
+                        try frame.withUnsafeBytes { try RawSocket.writeAll(pair.client, $0) }
+                        guard try reply.withUnsafeMutableBytes({ try RawSocket.readExactly(pair.client, $0) }) else { break }
+                        latencies.record(nowNanoseconds() - start)
+                    }
+                    shutdown(pair.client, Int32(SHUT_WR))
+                    if reply.last != Payloads.lastByte { throw BenchError.integrity("echoed frame ends with \(reply.last ?? 0)") }
+                    recorder.value = latencies
                 }
-                shutdown(pair.client, Int32(SHUT_WR))
-                if reply.last != Payloads.lastByte { throw BenchError.integrity("echoed frame ends with \(reply.last ?? 0)") }
-                recorder.value = latencies
-            }],
-            background: [{
-                var frame = [UInt8](repeating: 0, count: frame.count)
-                while try frame.withUnsafeMutableBytes({ try RawSocket.readExactly(pair.server, $0) }) {
-                    try frame.withUnsafeBytes { try RawSocket.writeAll(pair.server, $0) }
+            ],
+            background: [
+                {
+                    var frame = [UInt8](repeating: 0, count: frame.count)
+                    while try frame.withUnsafeMutableBytes({ try RawSocket.readExactly(pair.server, $0) }) {
+                        try frame.withUnsafeBytes { try RawSocket.writeAll(pair.server, $0) }
+                    }
+                    shutdown(pair.server, Int32(SHUT_WR))
                 }
-                shutdown(pair.server, Int32(SHUT_WR))
-            }],
+            ],
             timeout: timeout)
         return try recorder.value.sample(expected: count)
     }
@@ -116,30 +121,33 @@ enum Kernel {
         let pair = try RawSocket.pairs(1)[0]
         defer { PureSwift.close([pair]) }
         let nanoseconds = try runThreads(
-            timed: [{
-                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 64)
-                defer { buffer.deallocate() }
-                var counter = StreamCounter()
-                var sent = min(window, count)
-                var answered = 0
-                try frames.withUnsafeBytes { frames in
-                    try RawSocket.writeAll(pair.client, UnsafeRawBufferPointer(rebasing: frames[0..<(sent * frameSize)]))
-                    while counter.bytes < count * frameSize {
-                        let n = try RawSocket.readSome(pair.client, buffer)
-                        if n == 0 { break }
-                        counter.add(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-                        let complete = counter.bytes / frameSize
-                        let more = min(complete - answered, count - sent)
-                        answered = complete
-                        if more > 0 {
-                            try RawSocket.writeAll(pair.client, UnsafeRawBufferPointer(rebasing: frames[0..<(more * frameSize)]))
-                            sent += more
+            timed: [
+                {
+                    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 64)
+                    defer { buffer.deallocate() }
+                    var counter = StreamCounter()
+                    var sent = min(window, count)
+                    var answered = 0
+                    try frames.withUnsafeBytes { frames in
+                        try RawSocket.writeAll(pair.client, UnsafeRawBufferPointer(rebasing: frames[0..<(sent * frameSize)]))
+                        while counter.bytes < count * frameSize {
+                            let n = try RawSocket.readSome(pair.client, buffer)
+                            if n == 0 { break }
+                            counter.add(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                            let complete = counter.bytes / frameSize
+                            let more = min(complete - answered, count - sent)
+                            answered = complete
+                            if more > 0 {
+                                try RawSocket.writeAll(
+                                    pair.client, UnsafeRawBufferPointer(rebasing: frames[0..<(more * frameSize)]))
+                                sent += more
+                            }
                         }
                     }
+                    shutdown(pair.client, Int32(SHUT_WR))
+                    try counter.verify(expectedBytes: count * frameSize)
                 }
-                shutdown(pair.client, Int32(SHUT_WR))
-                try counter.verify(expectedBytes: count * frameSize)
-            }],
+            ],
             background: [{ try rawEcho(pair.server) }],
             timeout: timeout)
         return .throughput(messages: count, size: 64, nanoseconds: nanoseconds)
@@ -177,7 +185,8 @@ enum Kernel {
 
     /// Sender threads write each connection's whole stream; receiver threads
     /// `poll` their slice of the connections and read 4 MiB at a time.
-    static func manyConnections(connections count: Int, perConnection: Int, senderThreads: Int, timeout: Double) throws -> Sample {
+    static func manyConnections(connections count: Int, perConnection: Int, senderThreads: Int, timeout: Double) throws -> Sample
+    {
         let stream = Stream(Payloads(size: 64))
         let pairs = try RawSocket.pairs(count)
         defer { PureSwift.close(pairs) }

@@ -21,8 +21,9 @@ enum NIOAsync {
         let port = listener.channel.localAddress!.port!
         var clients: [Framed] = []
         for _ in 0..<count {
-            clients.append(try await NIO.clientBootstrap(multi ? NIO.clientGroupMulti : NIO.clientGroup)
-                .connect(host: "127.0.0.1", port: port) { wrap($0) })
+            clients.append(
+                try await NIO.clientBootstrap(multi ? NIO.clientGroupMulti : NIO.clientGroup)
+                    .connect(host: "127.0.0.1", port: port) { wrap($0) })
         }
         let servers = try await listener.executeThenClose { connections in
             var accepted: [Framed] = []
@@ -52,7 +53,9 @@ enum NIOAsync {
     }
 
     /// Receives `count` messages; returns when the last one arrived.
-    static func receive(_ payloads: Payloads, count: Int, from inbound: NIOAsyncChannelInboundStream<ByteBuffer>) async throws -> UInt64 {
+    static func receive(
+        _ payloads: Payloads, count: Int, from inbound: NIOAsyncChannelInboundStream<ByteBuffer>
+    ) async throws -> UInt64 {
         var check = Checker(payloads)
         for try await buffer in inbound {
             buffer.withUnsafeReadableBytes { check.check($0) }

@@ -19,7 +19,8 @@ enum NIO {
     /// The decoder and prepender, 8-byte little-endian length field.
     static func addFraming(_ channel: Channel) throws {
         let sync = channel.pipeline.syncOperations
-        try sync.addHandler(ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldBitLength: .eightBytes, lengthFieldEndianness: .little)))
+        try sync.addHandler(
+            ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldBitLength: .eightBytes, lengthFieldEndianness: .little)))
         try sync.addHandler(LengthFieldPrepender(lengthFieldBitLength: .eightBytes, lengthFieldEndianness: .little))
     }
 
@@ -37,7 +38,9 @@ enum NIO {
     }
 
     /// A server whose accepted channels get framing plus `handler(channel)`.
-    static func server(_ group: EventLoopGroup = serverGroup, _ handler: @escaping @Sendable () -> ChannelHandler) throws -> Channel {
+    static func server(
+        _ group: EventLoopGroup = serverGroup, _ handler: @escaping @Sendable () -> ChannelHandler
+    ) throws -> Channel {
         try serverBootstrap(group)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

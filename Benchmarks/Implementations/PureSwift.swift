@@ -48,17 +48,18 @@ enum PureSwift {
         let payloads = Payloads(size: size)
         let pair = try RawSocket.pairs(1)[0]
         defer { close([pair]) }
-        let nanoseconds = try runThreads(timed: [
-            { for seq in 0..<count { try send(pair.client, payloads.message(seq)) } },
-            {
-                var check = Checker(payloads)
-                for _ in 0..<count {
-                    guard let message = try receive(pair.server) else { break }
-                    check.check(message)
-                }
-                try check.verify(expected: count)
-            },
-        ], timeout: timeout)
+        let nanoseconds = try runThreads(
+            timed: [
+                { for seq in 0..<count { try send(pair.client, payloads.message(seq)) } },
+                {
+                    var check = Checker(payloads)
+                    for _ in 0..<count {
+                        guard let message = try receive(pair.server) else { break }
+                        check.check(message)
+                    }
+                    try check.verify(expected: count)
+                },
+            ], timeout: timeout)
         return .throughput(messages: count, size: size, nanoseconds: nanoseconds)
     }
 
@@ -74,20 +75,22 @@ enum PureSwift {
         defer { close([pair]) }
         let recorder = Box(LatencyRecorder(warmup: warmup))
         _ = try runThreads(
-            timed: [{
-                var latencies = LatencyRecorder(warmup: warmup)
-                var check = Checker(payloads)
-                for seq in 0..<(warmup + count) {
-                    let start = nowNanoseconds()
-                    try send(pair.client, payloads.message(seq))
-                    guard let reply = try receive(pair.client) else { break }
-                    latencies.record(nowNanoseconds() - start)
-                    check.check(reply)
+            timed: [
+                {
+                    var latencies = LatencyRecorder(warmup: warmup)
+                    var check = Checker(payloads)
+                    for seq in 0..<(warmup + count) {
+                        let start = nowNanoseconds()
+                        try send(pair.client, payloads.message(seq))
+                        guard let reply = try receive(pair.client) else { break }
+                        latencies.record(nowNanoseconds() - start)
+                        check.check(reply)
+                    }
+                    shutdown(pair.client, Int32(SHUT_WR))
+                    try check.verify(expected: warmup + count)
+                    recorder.value = latencies
                 }
-                shutdown(pair.client, Int32(SHUT_WR))
-                try check.verify(expected: warmup + count)
-                recorder.value = latencies
-            }],
+            ],
             background: [{ try echo(pair.server) }],
             timeout: timeout)
         return try recorder.value.sample(expected: count)
@@ -99,24 +102,26 @@ enum PureSwift {
         let pair = try RawSocket.pairs(1)[0]
         defer { close([pair]) }
         let nanoseconds = try runThreads(
-            timed: [{
-                var check = Checker(payloads)
-                var sent = 0
-                while sent < min(window, count) {
-                    try send(pair.client, payloads.message(sent))
-                    sent += 1
-                }
-                while check.count < count {
-                    guard let reply = try receive(pair.client) else { break }
-                    check.check(reply)
-                    if sent < count {
+            timed: [
+                {
+                    var check = Checker(payloads)
+                    var sent = 0
+                    while sent < min(window, count) {
                         try send(pair.client, payloads.message(sent))
                         sent += 1
                     }
+                    while check.count < count {
+                        guard let reply = try receive(pair.client) else { break }
+                        check.check(reply)
+                        if sent < count {
+                            try send(pair.client, payloads.message(sent))
+                            sent += 1
+                        }
+                    }
+                    shutdown(pair.client, Int32(SHUT_WR))
+                    try check.verify(expected: count)
                 }
-                shutdown(pair.client, Int32(SHUT_WR))
-                try check.verify(expected: count)
-            }],
+            ],
             background: [{ try echo(pair.server) }],
             timeout: timeout)
         return .throughput(messages: count, size: 64, nanoseconds: nanoseconds)
@@ -154,7 +159,8 @@ enum PureSwift {
 
     /// A receiving thread per connection; sender threads own slices of the
     /// connections and send 256 messages on each in turn.
-    static func manyConnections(connections count: Int, perConnection: Int, senderThreads: Int, timeout: Double) throws -> Sample {
+    static func manyConnections(connections count: Int, perConnection: Int, senderThreads: Int, timeout: Double) throws -> Sample
+    {
         let payloads = Payloads(size: 64)
         let pairs = try RawSocket.pairs(count)
         defer { close(pairs) }

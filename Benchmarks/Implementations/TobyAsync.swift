@@ -86,7 +86,9 @@ enum TobyAsync {
                 try await send(payloads, count: count, through: connection)
                 return start
             }
-            guard done.wait(seconds: timeout) else { throw BenchError.timeout("server task still receiving after \(Int(timeout)) s") }
+            guard done.wait(seconds: timeout) else {
+                throw BenchError.timeout("server task still receiving after \(Int(timeout)) s")
+            }
             try failures.check()
             guard let received = received.value else { throw BenchError.integrity("the server task saw no connection") }
             try received.checker.verify(expected: count)
@@ -201,7 +203,9 @@ enum TobyAsync {
                     try await tasks.waitForAll()
                 }
             }
-            guard done.wait(seconds: timeout) else { throw BenchError.timeout("server tasks still receiving after \(Int(timeout)) s") }
+            guard done.wait(seconds: timeout) else {
+                throw BenchError.timeout("server tasks still receiving after \(Int(timeout)) s")
+            }
             try failures.check()
             return .throughput(messages: count * perConnection, size: 64, nanoseconds: end.value - start)
         }

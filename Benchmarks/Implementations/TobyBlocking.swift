@@ -17,7 +17,9 @@ enum Toby {
         for _ in 0..<count {
             let client = try TobyMessenger.connect(host: "127.0.0.1", port: listener.port)
             let server = try listener.accept()
-            result.append(Connection(client: client, clientReceiver: try client.start(), server: server, serverReceiver: try server.start()))
+            result.append(
+                Connection(client: client, clientReceiver: try client.start(), server: server, serverReceiver: try server.start())
+            )
         }
         return result
     }
@@ -46,7 +48,8 @@ enum Toby {
 
     /// Sends `messages` in order: `send(contentsOf:)` with up to `batch` at a
     /// time, or one `send(_:)` per message.
-    static func send(_ payloads: Payloads, count: Int, through messenger: TobyMessenger, style: Sending, batch: Int = 256) throws {
+    static func send(_ payloads: Payloads, count: Int, through messenger: TobyMessenger, style: Sending, batch: Int = 256) throws
+    {
         switch style {
         case .perMessage:
             for seq in 0..<count { try messenger.send(payloads.message(seq)) }
@@ -68,22 +71,23 @@ enum Toby {
         return try with(1) { all in
             let connection = all[0]
             let checker = Box(Checker(payloads))
-            let nanoseconds = try runThreads(timed: [
-                { try send(payloads, count: count, through: connection.client, style: sending) },
-                {
-                    var check = Checker(payloads)
-                    loop: for _ in 0..<count {
-                        switch receiving {
-                        case .copying:
-                            guard let message = try connection.serverReceiver.receive() else { break loop }
-                            check.check(message)
-                        case .borrowing:
-                            guard try connection.serverReceiver.receive({ check.check($0) }) != nil else { break loop }
+            let nanoseconds = try runThreads(
+                timed: [
+                    { try send(payloads, count: count, through: connection.client, style: sending) },
+                    {
+                        var check = Checker(payloads)
+                        loop: for _ in 0..<count {
+                            switch receiving {
+                            case .copying:
+                                guard let message = try connection.serverReceiver.receive() else { break loop }
+                                check.check(message)
+                            case .borrowing:
+                                guard try connection.serverReceiver.receive({ check.check($0) }) != nil else { break loop }
+                            }
                         }
-                    }
-                    checker.value = check
-                },
-            ], timeout: timeout)
+                        checker.value = check
+                    },
+                ], timeout: timeout)
             try checker.value.verify(expected: count)
             return .throughput(messages: count, size: size, nanoseconds: nanoseconds)
         }
@@ -95,21 +99,25 @@ enum Toby {
             let connection = all[0]
             let recorder = Box(LatencyRecorder(warmup: warmup))
             _ = try runThreads(
-                timed: [{
-                    var latencies = LatencyRecorder(warmup: warmup)
-                    var check = Checker(payloads)
-                    for seq in 0..<(warmup + count) {
-                        let start = nowNanoseconds()
-                        try connection.client.send(payloads.message(seq))
-                        guard let reply = try connection.clientReceiver.receive() else { break }
-                        latencies.record(nowNanoseconds() - start)
-                        check.check(reply)
+                timed: [
+                    {
+                        var latencies = LatencyRecorder(warmup: warmup)
+                        var check = Checker(payloads)
+                        for seq in 0..<(warmup + count) {
+                            let start = nowNanoseconds()
+                            try connection.client.send(payloads.message(seq))
+                            guard let reply = try connection.clientReceiver.receive() else { break }
+                            latencies.record(nowNanoseconds() - start)
+                            check.check(reply)
+                        }
+                        try connection.client.close()
+                        try check.verify(expected: warmup + count)
+                        recorder.value = latencies
                     }
-                    try connection.client.close()
-                    try check.verify(expected: warmup + count)
-                    recorder.value = latencies
-                }],
-                background: [{ while let message = try connection.serverReceiver.receive() { try connection.server.send(message) } }],
+                ],
+                background: [
+                    { while let message = try connection.serverReceiver.receive() { try connection.server.send(message) } }
+                ],
                 timeout: timeout)
             return try recorder.value.sample(expected: count)
         }
@@ -124,28 +132,30 @@ enum Toby {
         return try with(1) { all in
             let connection = all[0]
             let nanoseconds = try runThreads(
-                timed: [{
-                    let messenger = connection.client, receiver = connection.clientReceiver
-                    var check = Checker(payloads)
-                    var sent = min(window, count)
-                    try messenger.send(contentsOf: payloads.batch(sent))
-                    while check.count < count {
-                        guard let first = try receiver.receive() else { break }
-                        check.check(first)
-                        var got = 1
-                        while let reply = try receiver.tryReceive() {
-                            check.check(reply)
-                            got += 1
+                timed: [
+                    {
+                        let messenger = connection.client, receiver = connection.clientReceiver
+                        var check = Checker(payloads)
+                        var sent = min(window, count)
+                        try messenger.send(contentsOf: payloads.batch(sent))
+                        while check.count < count {
+                            guard let first = try receiver.receive() else { break }
+                            check.check(first)
+                            var got = 1
+                            while let reply = try receiver.tryReceive() {
+                                check.check(reply)
+                                got += 1
+                            }
+                            let n = min(got, count - sent)
+                            if n > 0 {
+                                try messenger.send(contentsOf: (sent..<(sent + n)).map { payloads.message($0) })
+                                sent += n
+                            }
                         }
-                        let n = min(got, count - sent)
-                        if n > 0 {
-                            try messenger.send(contentsOf: (sent..<(sent + n)).map { payloads.message($0) })
-                            sent += n
-                        }
+                        try messenger.close()
+                        try check.verify(expected: count)
                     }
-                    try messenger.close()
-                    try check.verify(expected: count)
-                }],
+                ],
                 background: [{ try batchingEcho(connection) }],
                 timeout: timeout)
             return .throughput(messages: count, size: 64, nanoseconds: nanoseconds)
@@ -193,7 +203,8 @@ enum Toby {
 
     /// `connections` connections, one receiving thread each; `senderThreads`
     /// threads send `perConnection` messages on each in rounds of batches.
-    static func manyConnections(connections count: Int, perConnection: Int, senderThreads: Int, timeout: Double) throws -> Sample {
+    static func manyConnections(connections count: Int, perConnection: Int, senderThreads: Int, timeout: Double) throws -> Sample
+    {
         let payloads = Payloads(size: 64)
         return try with(count) { all in
             var bodies = senderBodies(all, perConnection: perConnection, senderThreads: senderThreads, payloads: payloads)
@@ -213,7 +224,9 @@ enum Toby {
 
     /// Sender threads for the many-connections scenario: each owns a slice
     /// of the connections and sends a batch on each in turn.
-    static func senderBodies(_ all: [Connection], perConnection: Int, senderThreads: Int, payloads: Payloads) -> [@Sendable () throws -> Void] {
+    static func senderBodies(
+        _ all: [Connection], perConnection: Int, senderThreads: Int, payloads: Payloads
+    ) -> [@Sendable () throws -> Void] {
         (0..<senderThreads).map { thread in
             let mine = stride(from: thread, to: all.count, by: senderThreads).map { all[$0].client }
             return {

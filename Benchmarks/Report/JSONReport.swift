@@ -28,7 +28,8 @@ indirect enum JSON {
             return "[\n" + items.map { inner + $0.render(indent: inner) }.joined(separator: ",\n") + "\n\(indent)]"
         case .object(let members):
             if members.isEmpty { return "{}" }
-            return "{\n" + members.map { inner + JSON.quote($0.0) + ": " + $0.1.render(indent: inner) }.joined(separator: ",\n") + "\n\(indent)}"
+            return "{\n" + members.map { inner + JSON.quote($0.0) + ": " + $0.1.render(indent: inner) }.joined(separator: ",\n")
+                + "\n\(indent)}"
         }
     }
 
@@ -70,9 +71,14 @@ enum JSONReport {
             ]
             if let problem = row.problem { members.append(("error", .string(problem))) }
             members.append(("median", .object(row.medians.sorted { $0.key < $1.key }.map { ($0.key, .num($0.value)) })))
-            members.append(("runs", .array(row.samples.map { sample in
-                .object(sample.metrics.sorted { $0.key < $1.key }.map { ($0.key, .num($0.value)) })
-            })))
+            members.append(
+                (
+                    "runs",
+                    .array(
+                        row.samples.map { sample in
+                            .object(sample.metrics.sorted { $0.key < $1.key }.map { ($0.key, .num($0.value)) })
+                        })
+                ))
             members.append(("ratio_vs_pure_swift", .num(result.ratio(row, to: pure))))
             members.append(("ratio_vs_nio", .num(result.ratio(row, to: nio))))
             members.append(("ratio_vs_nio_async", .num(result.ratio(row, to: nioAsync))))

@@ -29,7 +29,9 @@ enum SVGChart {
             for (row, value) in zip(result.rows, values) {
                 let barWidth = (width - labelWidth - 110) * value / largest
                 body.append(text(x: labelWidth - 6, y: y + barHeight - 4, escape(row.name), size: 11, anchor: "end"))
-                body.append("<rect x=\"\(labelWidth)\" y=\"\(y)\" width=\"\(fixed(barWidth, 1))\" height=\"\(barHeight)\" fill=\"\(color(row.family))\"/>")
+                body.append(
+                    "<rect x=\"\(labelWidth)\" y=\"\(y)\" width=\"\(fixed(barWidth, 1))\" height=\"\(barHeight)\" fill=\"\(color(row.family))\"/>"
+                )
                 let label = row.problem == nil ? formatRate(value) : "FAILED"
                 body.append(text(x: labelWidth + barWidth + 6, y: y + barHeight - 4, label, size: 11))
                 y += barHeight + gap

@@ -24,7 +24,8 @@ enum Table {
             body.append(cells)
         }
         lines += align([header] + body)
-        let basis = scenario.higherIsBetter
+        let basis =
+            scenario.higherIsBetter
             ? "ratios compare \(scenario.columns.first { $0.key == scenario.primary }?.header ?? scenario.primary) (this / baseline)"
             : "ratios compare p50 latency (baseline / this): above 1× is faster"
         lines.append("   \(basis); baselines are each family's first row")

@@ -22,10 +22,12 @@ enum Connections {
                     try TobyAsync.manyConnections(connections: n, perConnection: perConnection, timeout: timeout)
                 },
                 Row(name: "TobyTCP receive { } (thread / conn)", family: .toby) {
-                    try Toby.manyConnections(connections: n, perConnection: perConnection, senderThreads: senders, timeout: timeout)
+                    try Toby.manyConnections(
+                        connections: n, perConnection: perConnection, senderThreads: senders, timeout: timeout)
                 },
                 Row(name: "pure Swift (thread / conn)", family: .pure) {
-                    try PureSwift.manyConnections(connections: n, perConnection: perConnection, senderThreads: senders, timeout: timeout)
+                    try PureSwift.manyConnections(
+                        connections: n, perConnection: perConnection, senderThreads: senders, timeout: timeout)
                 },
                 Row(name: "SwiftNIO (loops = cores, each side)", family: .nio) {
                     try NIO.manyConnections(connections: n, perConnection: perConnection, timeout: timeout)
@@ -34,7 +36,8 @@ enum Connections {
                     try NIOAsync.manyConnections(connections: n, perConnection: perConnection, timeout: timeout)
                 },
                 Row(name: "kernel ceiling (poll, \(Kernel.label))", family: .kernel) {
-                    try Kernel.manyConnections(connections: n, perConnection: perConnection, senderThreads: senders, timeout: timeout)
+                    try Kernel.manyConnections(
+                        connections: n, perConnection: perConnection, senderThreads: senders, timeout: timeout)
                 },
             ])
     }

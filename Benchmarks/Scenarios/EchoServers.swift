@@ -39,9 +39,15 @@ enum EchoServers {
                     idleMemory: idleMemory, timeout: timeout, start: start)
             }
         }
-        var rows = [row("TobyServer handler, send(contentsOf:) batch (loops = cores)", .toby) { try TobyServerEcho(loops: loops) }]
-        rows.append(row("TobyServer.serve async, batches, task on its loop", .toby) { try TobyAsyncEcho(loops: loops, preferLoop: true) })
-        rows.append(row("TobyServer.serve async, batches, task on the global pool", .toby) { try TobyAsyncEcho(loops: loops, preferLoop: false) })
+        var rows = [
+            row("TobyServer handler, send(contentsOf:) batch (loops = cores)", .toby) { try TobyServerEcho(loops: loops) }
+        ]
+        rows.append(
+            row("TobyServer.serve async, batches, task on its loop", .toby) { try TobyAsyncEcho(loops: loops, preferLoop: true) })
+        rows.append(
+            row("TobyServer.serve async, batches, task on the global pool", .toby) {
+                try TobyAsyncEcho(loops: loops, preferLoop: false)
+            })
         if blockingRow {
             rows.append(row("TobyTCP thread / conn (toby echo --api blocking)", .toby) { try TobyThreadEcho() })
         }
@@ -58,7 +64,8 @@ enum EchoServers {
             id: id, title: title,
             parameters: [
                 ("payload_bytes", 64), ("connections", Double(connections)), ("messages_per_connection", Double(messages)),
-                ("in_flight", Double(window)), ("server_loops", Double(EchoBench.cores)), ("client_threads", Double(clientThreads)),
+                ("in_flight", Double(window)), ("server_loops", Double(EchoBench.cores)),
+                ("client_threads", Double(clientThreads)),
             ],
             columns: [Metric(key: "msgs_per_s", header: "msgs/s", format: formatRate), threadsColumn, batchColumn],
             primary: "msgs_per_s", higherIsBetter: true, chart: true,
@@ -84,7 +91,8 @@ enum EchoServers {
             title: "echo servers: \(connections) connections × \(messages) × 64 B, \(window) in flight each",
             parameters: [
                 ("payload_bytes", 64), ("connections", Double(connections)), ("messages_per_connection", Double(messages)),
-                ("in_flight", Double(window)), ("server_loops", Double(EchoBench.cores)), ("client_threads", Double(clientThreads)),
+                ("in_flight", Double(window)), ("server_loops", Double(EchoBench.cores)),
+                ("client_threads", Double(clientThreads)),
             ],
             columns: [Metric(key: "msgs_per_s", header: "msgs/s", format: formatRate), threadsColumn, idleColumn, batchColumn],
             primary: "msgs_per_s", higherIsBetter: true, chart: true,
@@ -126,10 +134,12 @@ enum EchoServers {
         else { return [] }
         var parts: [String] = []
         if let ratio = result.ratio(async, to: nio) {
-            parts.append("\(Table.times(ratio)) NIOAsyncChannel (≥ \(fixed(nioAsync, 0))×: \(ratio >= nioAsync ? "met" : "MISSED"))")
+            parts.append(
+                "\(Table.times(ratio)) NIOAsyncChannel (≥ \(fixed(nioAsync, 0))×: \(ratio >= nioAsync ? "met" : "MISSED"))")
         }
         if let handler, let toby = tobyServer(result), let ratio = result.ratio(async, to: toby) {
-            parts.append("\(Table.times(ratio)) the loop handler (≥ \(fixed(handler, 1))×: \(ratio >= handler ? "met" : "MISSED"))")
+            parts.append(
+                "\(Table.times(ratio)) the loop handler (≥ \(fixed(handler, 1))×: \(ratio >= handler ? "met" : "MISSED"))")
         }
         if let pool = result.rows.first(where: { $0.name.contains("global pool") }), let ratio = result.ratio(pool, to: async) {
             parts.append("without executor preference \(Table.times(ratio)) with it")

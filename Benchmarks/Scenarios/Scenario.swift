@@ -106,7 +106,8 @@ struct RowResult {
     var problem: String? {
         if let error { return error }
         if samples.isEmpty { return "no samples" }
-        for (key, value) in medians.sorted(by: { $0.key < $1.key }) where !(value.isFinite && (value > 0 || allowsZero.contains(key))) {
+        for (key, value) in medians.sorted(by: { $0.key < $1.key })
+        where !(value.isFinite && (value > 0 || allowsZero.contains(key))) {
             return "figure \(key) is \(value)"
         }
         return nil
@@ -145,9 +146,10 @@ func measure(_ scenario: Scenario, settings: Settings, index: Int, total: Int) -
             do {
                 let sample = try row.run()
                 result.samples.append(sample)
-                let shown = scenario.columns.first.map { column in
-                    "\(column.header.trimmingPrefix(" ")) \(sample.metrics[column.key].map(column.format) ?? "–")"
-                } ?? ""
+                let shown =
+                    scenario.columns.first.map { column in
+                        "\(column.header.trimmingPrefix(" ")) \(sample.metrics[column.key].map(column.format) ?? "–")"
+                    } ?? ""
                 progress("\(label): \(shown)")
             } catch {
                 result.error = "\(error)"

@@ -83,7 +83,9 @@ enum EchoClient {
             let deadline = nowNanoseconds() + UInt64(timeout * 1e9)
             for _ in 0..<count {
                 while fds.count - accepted() > 512 {
-                    if nowNanoseconds() > deadline { throw BenchError.timeout("server accepted \(accepted()) of \(fds.count) connections") }
+                    if nowNanoseconds() > deadline {
+                        throw BenchError.timeout("server accepted \(accepted()) of \(fds.count) connections")
+                    }
                     usleep(200)
                 }
                 fds.append(try RawSocket.connect(port: UInt16(port)))
@@ -114,7 +116,9 @@ enum EchoClient {
     /// the threads until the last connection got its last byte, and the
     /// number of non-empty `recv` calls the clients made (how the server
     /// batched its replies).
-    static func run(fds: [Int32], threads: Int, messages: Int, window: Int, timeout: Double) throws -> (nanoseconds: UInt64, reads: Int) {
+    static func run(
+        fds: [Int32], threads: Int, messages: Int, window: Int, timeout: Double
+    ) throws -> (nanoseconds: UInt64, reads: Int) {
         let streams = Streams(window: window)
         defer { streams.deallocate() }
         let deadline = Box<UInt64>(0)
@@ -150,10 +154,13 @@ enum EchoClient {
             throw BenchError.integrity("fd \(progress.fd): \(progress.received + chunk.count) bytes echoed, only \(total) sent")
         }
         if progress.received + chunk.count > progress.sent {
-            throw BenchError.integrity("fd \(progress.fd): \(progress.received + chunk.count) bytes echoed, only \(progress.sent) sent so far")
+            throw BenchError.integrity(
+                "fd \(progress.fd): \(progress.received + chunk.count) bytes echoed, only \(progress.sent) sent so far")
         }
         if !streams.matches(tag: progress.tag, offset: progress.received, chunk) {
-            throw BenchError.integrity("fd \(progress.fd): echoed bytes \(progress.received)..<\(progress.received + chunk.count) differ from those sent")
+            throw BenchError.integrity(
+                "fd \(progress.fd): echoed bytes \(progress.received)..<\(progress.received + chunk.count) differ from those sent"
+            )
         }
         progress.received += chunk.count
     }
@@ -253,7 +260,8 @@ enum EchoClient {
                         if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR { throw BenchError.system("recv", errno) }
                     } else {
                         reads += 1
-                        try accept(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), into: &all[index], streams: streams, total: total)
+                        try accept(
+                            UnsafeRawBufferPointer(rebasing: buffer[0..<n]), into: &all[index], streams: streams, total: total)
                     }
                 }
                 if all[index].received == total {

@@ -85,7 +85,8 @@ struct Checker {
         bad += 1
         if firstProblem == nil {
             let head = message.prefix(4).map { String($0) }.joined(separator: ",")
-            firstProblem = "message #\(count) (tag \(tag)): \(message.count) bytes [\(head)…], expected \(size) bytes starting \(count % period),\(tag)"
+            firstProblem =
+                "message #\(count) (tag \(tag)): \(message.count) bytes [\(head)…], expected \(size) bytes starting \(count % period),\(tag)"
         }
     }
 
@@ -141,6 +142,8 @@ struct StreamCounter {
 
     func verify(expectedBytes: Int) throws {
         if bytes != expectedBytes { throw BenchError.integrity("got \(bytes) stream bytes, expected \(expectedBytes)") }
-        if lastByte != Payloads.lastByte { throw BenchError.integrity("stream ends with \(lastByte), expected \(Payloads.lastByte)") }
+        if lastByte != Payloads.lastByte {
+            throw BenchError.integrity("stream ends with \(lastByte), expected \(Payloads.lastByte)")
+        }
     }
 }

@@ -21,7 +21,8 @@ enum RawSocket {
 
     static func setNoDelay(_ fd: Int32) throws {
         var one: Int32 = 1
-        try check(setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size)), "setsockopt(TCP_NODELAY)")
+        try check(
+            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size)), "setsockopt(TCP_NODELAY)")
     }
 
     /// A listening socket on 127.0.0.1 and an ephemeral port.
@@ -49,7 +50,9 @@ enum RawSocket {
         try check(fd, "socket")
         var address = loopback(port: port)
         let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         if rc < 0 {
             let err = errno

@@ -84,19 +84,21 @@ func runThreads(
     let endLock = Lock()
     var workers: [Worker] = []
     for body in background {
-        workers.append(Worker {
-            do { try body() } catch { failures.record(error) }
-            backgroundDone.countDown()
-        })
+        workers.append(
+            Worker {
+                do { try body() } catch { failures.record(error) }
+                backgroundDone.countDown()
+            })
     }
     for body in timed {
-        workers.append(Worker {
-            gate.wait(seconds: 3600)
-            do { try body() } catch { failures.record(error) }
-            let end = nowNanoseconds()
-            endLock.withLock { lastEnd.value = max(lastEnd.value, end) }
-            finished.countDown()
-        })
+        workers.append(
+            Worker {
+                gate.wait(seconds: 3600)
+                do { try body() } catch { failures.record(error) }
+                let end = nowNanoseconds()
+                endLock.withLock { lastEnd.value = max(lastEnd.value, end) }
+                finished.countDown()
+            })
     }
     let start = nowNanoseconds()
     gate.countDown()

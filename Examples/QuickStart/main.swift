@@ -16,4 +16,4 @@ let replies = try messenger.start()
 try messenger.send("toby is a good dog")
 print(String(decoding: try replies.receive()!, as: UTF8.self))  // toby is a good dog
 try messenger.close()  // sends everything accepted, then ends the stream
-server.close()         // stops accepting; each connection sends what it queued, then ends
+server.close()  // stops accepting; each connection sends what it queued, then ends

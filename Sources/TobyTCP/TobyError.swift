@@ -98,22 +98,28 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
         switch self {
         case .frameTooLarge(let length, let limit, let prefix):
             if prefix.isEmpty {
-                return "frame too large: message of \(length) bytes exceeds the maximum frame length of \(limit) bytes; nothing was sent"
+                return
+                    "frame too large: message of \(length) bytes exceeds the maximum frame length of \(limit) bytes; nothing was sent"
             }
-            var text = "frame too large: peer announced \(length) bytes, over the maximum frame length of \(limit) bytes (prefix bytes \(TobyError.hex(prefix))); connection closed, nothing allocated"
+            var text =
+                "frame too large: peer announced \(length) bytes, over the maximum frame length of \(limit) bytes (prefix bytes \(TobyError.hex(prefix))); connection closed, nothing allocated"
             if prefix.allSatisfy({ (0x20...0x7e).contains($0) || $0 == 0x0d || $0 == 0x0a || $0 == 0x09 }) {
                 let ascii = String(decoding: prefix, as: UTF8.self)
                     .replacingOccurrences(of: "\r", with: "\\r")
                     .replacingOccurrences(of: "\n", with: "\\n")
                     .replacingOccurrences(of: "\t", with: "\\t")
-                text += ". The prefix reads as text (\"\(ascii)\"): the peer looks like it speaks a text protocol (HTTP, Redis, a shell?), not TobyTcp"
+                text +=
+                    ". The prefix reads as text (\"\(ascii)\"): the peer looks like it speaks a text protocol (HTTP, Redis, a shell?), not TobyTcp"
             } else if let hint = TobyError.byteOrderHint(length: length, limit: limit, prefix: prefix) {
                 text += ". " + hint
             }
             return text
         case .truncatedFrame(let expected, let received):
-            let what = expected == 8 ? "the 8-byte length prefix" : "a frame of \(expected) bytes (8-byte prefix + \(expected - 8)-byte payload)"
-            return "truncated frame: peer closed the connection after \(received) bytes of \(what); \(expected - received) bytes missing"
+            let what =
+                expected == 8
+                ? "the 8-byte length prefix" : "a frame of \(expected) bytes (8-byte prefix + \(expected - 8)-byte payload)"
+            return
+                "truncated frame: peer closed the connection after \(received) bytes of \(what); \(expected - received) bytes missing"
         case .alreadyStarted:
             return "already started: start() was already called on this messenger; use the receiver it returned"
         case .closed:
@@ -123,7 +129,8 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
         case .timedOut(let timeout):
             return "timed out: no message arrived within \(timeout)"
         case .writeTimedOut(let timeout):
-            return "timed out: the send waited \(timeout) for room in the connection's queue (the peer is not reading fast enough); the message was not sent"
+            return
+                "timed out: the send waited \(timeout) for room in the connection's queue (the peer is not reading fast enough); the message was not sent"
         case .connectTimedOut(let address, let timeout):
             return "timed out: the connect to \(address) did not complete within \(timeout)"
         case .system(let operation, let errno):
@@ -132,15 +139,18 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
             let preposition = operation == "connect" ? "to" : "on"
             return "'\(operation)' \(preposition) \(address) failed with \(TobyError.describe(errno: errno))"
         case .outOfDescriptors(let address, let errno):
-            return "'accept' on \(address) failed with \(TobyError.describe(errno: errno)): out of file descriptors; the pending connection was closed, the listener is still usable, and accepting works again once descriptors are freed"
+            return
+                "'accept' on \(address) failed with \(TobyError.describe(errno: errno)): out of file descriptors; the pending connection was closed, the listener is still usable, and accepting works again once descriptors are freed"
         case .unresolvableHost(let host, let reason):
             return "cannot resolve host '\(host)': \(reason)"
         case .unixPathTooLong(let path, let length, let limit):
-            return "Unix socket path too long: '\(path)' is \(length) bytes, the limit is \(limit) bytes (sun_path); it is never truncated"
+            return
+                "Unix socket path too long: '\(path)' is \(length) bytes, the limit is \(limit) bytes (sun_path); it is never truncated"
         case .invalidConfiguration(let why):
             return "invalid configuration: \(why)"
         case .alreadyReceiving:
-            return "already receiving: another task is iterating this connection's messages; a connection has one consumer at a time"
+            return
+                "already receiving: another task is iterating this connection's messages; a connection has one consumer at a time"
         }
     }
 
@@ -169,10 +179,12 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
         let big = prefix.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         guard little != big else { return nil }
         if length == little, big <= limit {
-            return "Read big-endian it would be \(big) bytes: the peer may be using big-endian prefixes: set byteOrder: .bigEndian"
+            return
+                "Read big-endian it would be \(big) bytes: the peer may be using big-endian prefixes: set byteOrder: .bigEndian"
         }
         if length == big, little <= limit {
-            return "Read little-endian it would be \(little) bytes: the peer may be using little-endian prefixes: set byteOrder: .littleEndian"
+            return
+                "Read little-endian it would be \(little) bytes: the peer may be using little-endian prefixes: set byteOrder: .littleEndian"
         }
         return nil
     }

@@ -54,7 +54,8 @@ public final class TobyListener: @unchecked Sendable {
             throw .unresolvableHost(host: host, reason: String(cString: gai_strerror(gaiError)))
         }
         if rc != 0 {
-            throw .systemAtAddress(operation: "bind/listen", address: TobyMessenger.describe(host: host, port: port16), errno: -rc)
+            throw .systemAtAddress(
+                operation: "bind/listen", address: TobyMessenger.describe(host: host, port: port16), errno: -rc)
         }
         self.configuration = configuration
         self.port = Int(bound)

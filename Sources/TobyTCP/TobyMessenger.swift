@@ -247,7 +247,8 @@ public final class TobyMessenger: Sendable {
         // Until the serving thread owes nothing, discard what arrives: it
         // would not be delivered now anyway.
         while receiving && !socket.receiverParked.load(ordering: .sequentiallyConsistent)
-            && !socket.receiverStopped.load(ordering: .sequentiallyConsistent) {
+            && !socket.receiverStopped.load(ordering: .sequentiallyConsistent)
+        {
             if monotonicNanoseconds() >= deadline || peerEnded { break }
             peerEnded = discardInput(waitingMilliseconds: 1, count: &discarded)
         }

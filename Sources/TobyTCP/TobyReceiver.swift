@@ -68,7 +68,7 @@ public final class TobyReceiver: @unchecked Sendable {
     private var ring: UnsafeMutableRawPointer?  // allocated by the first read; see `prepareReader`
     private var ended = false
     private var failure: TobyError?
-    private var large: [UInt8] = []       // a frame too big for the ring, being read
+    private var large: [UInt8] = []  // a frame too big for the ring, being read
     private var largeFilled = 0
     private var largeLength = 0
     private var scratch: UnsafeMutableRawBufferPointer?  // for frames that wrap the ring
@@ -357,8 +357,8 @@ public final class TobyReceiver: @unchecked Sendable {
     }
 
     enum Outcome {
-        case ring(toby_frame)   // complete frame in the ring; consume after use
-        case owned([UInt8])     // a large frame, read into its own storage
+        case ring(toby_frame)  // complete frame in the ring; consume after use
+        case owned([UInt8])  // a large frame, read into its own storage
         case end
         case wouldBlock
     }

@@ -61,13 +61,15 @@ struct EchoCommand: ParsableCommand {
     @OptionGroup(title: "Framing") var framing: FramingOptions
     @OptionGroup(title: "Timeouts") var timeouts: ServerTimeoutOptions
 
-    @Option(help: ArgumentHelp(
-        "Server API: handler (event loops, the default), async (a task per connection on the loops) or blocking (a thread per connection).",
-        valueName: "api"))
+    @Option(
+        help: ArgumentHelp(
+            "Server API: handler (event loops, the default), async (a task per connection on the loops) or blocking (a thread per connection).",
+            valueName: "api"))
     var api: API = .handler
 
-    @Option(help: ArgumentHelp(
-        "Event-loop threads for --api handler (default: one per core).", valueName: "n"))
+    @Option(
+        help: ArgumentHelp(
+            "Event-loop threads for --api handler (default: one per core).", valueName: "n"))
     var threads: Int?
 
     func validate() throws {

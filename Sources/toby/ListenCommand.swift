@@ -29,7 +29,8 @@ struct ListenCommand: ParsableCommand {
 
     func run() throws {
         let hex = self.hex
-        try Server.run(endpoint: endpoint, framing: framing, readTimeout: timeouts.readTimeout, grace: timeouts.grace) { messenger in
+        try Server.run(endpoint: endpoint, framing: framing, readTimeout: timeouts.readTimeout, grace: timeouts.grace) {
+            messenger in
             ListenCommand.show(messenger, hex: hex)
         }
     }

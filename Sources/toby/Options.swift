@@ -44,18 +44,22 @@ struct ByteCount: ExpressibleByArgument, Sendable {
 
 /// Where to listen or connect: `--port P [--host H]` or `--unix PATH`.
 struct EndpointOptions: ParsableArguments {
-    @Option(help: ArgumentHelp(
-        "TCP port. For echo and listen, 0 picks a free port (the real one is printed).",
-        valueName: "port"))
+    @Option(
+        help: ArgumentHelp(
+            "TCP port. For echo and listen, 0 picks a free port (the real one is printed).",
+            valueName: "port"))
     var port: Int?
 
-    @Option(help: ArgumentHelp(
-        "Host name or IP address (default 127.0.0.1). Servers: 0.0.0.0 or :: for every interface.",
-        valueName: "host"))
+    @Option(
+        help: ArgumentHelp(
+            "Host name or IP address (default 127.0.0.1). Servers: 0.0.0.0 or :: for every interface.",
+            valueName: "host"))
     var host: String?
 
-    @Option(name: .customLong("unix"), help: ArgumentHelp(
-        "Use the Unix domain socket at this path instead of TCP.", valueName: "path"))
+    @Option(
+        name: .customLong("unix"),
+        help: ArgumentHelp(
+            "Use the Unix domain socket at this path instead of TCP.", valueName: "path"))
     var unixPath: String?
 
     func validate() throws {
@@ -94,14 +98,18 @@ struct EndpointOptions: ParsableArguments {
 
 /// `--byte-order` and `--max-frame`: the wire settings both ends must share.
 struct FramingOptions: ParsableArguments {
-    @Option(name: .customLong("byte-order"), help: ArgumentHelp(
-        "Byte order of the 8-byte length prefix: little (TobyTcp default) or big (the Rust tobytcp crate). Both ends must agree.",
-        valueName: "order"))
+    @Option(
+        name: .customLong("byte-order"),
+        help: ArgumentHelp(
+            "Byte order of the 8-byte length prefix: little (TobyTcp default) or big (the Rust tobytcp crate). Both ends must agree.",
+            valueName: "order"))
     var byteOrder: ByteOrderArgument = .little
 
-    @Option(name: .customLong("max-frame"), help: ArgumentHelp(
-        "Largest message accepted or sent, in bytes (suffixes K, M, G allowed). A peer announcing more is disconnected.",
-        valueName: "bytes"))
+    @Option(
+        name: .customLong("max-frame"),
+        help: ArgumentHelp(
+            "Largest message accepted or sent, in bytes (suffixes K, M, G allowed). A peer announcing more is disconnected.",
+            valueName: "bytes"))
     var maxFrame: ByteCount = ByteCount(bytes: 64 << 20)
 
     func configuration(readTimeout: Duration? = nil) throws(TobyError) -> TobyConfiguration {

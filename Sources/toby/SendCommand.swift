@@ -42,14 +42,16 @@ struct SendCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Wait for this many messages back and print them.", valueName: "n"))
     var replies = 0
 
-    @Option(help: ArgumentHelp(
-        "Give up waiting for a reply after this many seconds (default: wait forever), and wait at most this long for the peer to close (default 2).",
-        valueName: "seconds"))
+    @Option(
+        help: ArgumentHelp(
+            "Give up waiting for a reply after this many seconds (default: wait forever), and wait at most this long for the peer to close (default 2).",
+            valueName: "seconds"))
     var timeout: Double?
 
-    @Argument(help: ArgumentHelp(
-        "Messages to send, one message each. Without any, each line of stdin is one message.",
-        valueName: "message"))
+    @Argument(
+        help: ArgumentHelp(
+            "Messages to send, one message each. Without any, each line of stdin is one message.",
+            valueName: "message"))
     var messages: [String] = []
 
     func validate() throws {

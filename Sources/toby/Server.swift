@@ -269,11 +269,13 @@ enum Threads {
         pthread_attr_init(&attributes)
         defer { pthread_attr_destroy(&attributes) }
         pthread_attr_setstacksize(&attributes, 512 << 10)
-        let rc = pthread_create(&thread, &attributes, { context in
-            let body = Unmanaged<Body>.fromOpaque(context!).takeRetainedValue()
-            body.run()
-            return nil
-        }, context)
+        let rc = pthread_create(
+            &thread, &attributes,
+            { context in
+                let body = Unmanaged<Body>.fromOpaque(context!).takeRetainedValue()
+                body.run()
+                return nil
+            }, context)
         guard rc == 0 else {
             Unmanaged<Body>.fromOpaque(context).release()
             throw ToolError("cannot start a thread: \(String(cString: strerror(rc)))")
@@ -297,10 +299,12 @@ struct SignalPipe {
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         signalPipeWriteEnd = fds[1]
         for signal in signals {
-            _ = Glibc.signal(signal, { number in
-                var byte = UInt8(truncatingIfNeeded: number)
-                _ = write(signalPipeWriteEnd, &byte, 1)
-            })
+            _ = Glibc.signal(
+                signal,
+                { number in
+                    var byte = UInt8(truncatingIfNeeded: number)
+                    _ = write(signalPipeWriteEnd, &byte, 1)
+                })
         }
     }
 

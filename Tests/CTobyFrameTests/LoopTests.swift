@@ -40,42 +40,43 @@ final class FakeLoopIO {
 
     init() {
         table = .allocate(capacity: 1)
-        table.initialize(to: toby_loop_io(
-            create: { ctx in FakeLoopIO.of(ctx).createResult },
-            create_wake: { ctx in FakeLoopIO.of(ctx).wakeResult },
-            control: { ctx, _, op, fd, interest, token in
-                let fake = FakeLoopIO.of(ctx)
-                fake.controls.append(Control(op: op, fd: fd, interest: interest, token: token))
-                return fake.controlResult
-            },
-            wait: { ctx, _, events, capacity, timeout in
-                let fake = FakeLoopIO.of(ctx)
-                fake.waitTimeouts.append(timeout)
-                fake.waitCapacities.append(capacity)
-                guard !fake.waits.isEmpty else { return 0 }
-                switch fake.waits.removeFirst() {
-                case .error(let e): return -e
-                case .events(let list):
-                    for (i, (token, bits)) in list.prefix(Int(capacity)).enumerated() {
-                        events![i] = toby_loop_event(token: token, events: bits)
+        table.initialize(
+            to: toby_loop_io(
+                create: { ctx in FakeLoopIO.of(ctx).createResult },
+                create_wake: { ctx in FakeLoopIO.of(ctx).wakeResult },
+                control: { ctx, _, op, fd, interest, token in
+                    let fake = FakeLoopIO.of(ctx)
+                    fake.controls.append(Control(op: op, fd: fd, interest: interest, token: token))
+                    return fake.controlResult
+                },
+                wait: { ctx, _, events, capacity, timeout in
+                    let fake = FakeLoopIO.of(ctx)
+                    fake.waitTimeouts.append(timeout)
+                    fake.waitCapacities.append(capacity)
+                    guard !fake.waits.isEmpty else { return 0 }
+                    switch fake.waits.removeFirst() {
+                    case .error(let e): return -e
+                    case .events(let list):
+                        for (i, (token, bits)) in list.prefix(Int(capacity)).enumerated() {
+                            events![i] = toby_loop_event(token: token, events: bits)
+                        }
+                        return Int32(min(list.count, Int(capacity)))
                     }
-                    return Int32(min(list.count, Int(capacity)))
-                }
-            },
-            signal: { ctx, _ in
-                let fake = FakeLoopIO.of(ctx)
-                fake.signals += 1
-                return fake.signalResults.isEmpty ? 0 : fake.signalResults.removeFirst()
-            },
-            drain: { ctx, _ in
-                FakeLoopIO.of(ctx).drains += 1
-                return 0
-            },
-            close: { ctx, fd in
-                FakeLoopIO.of(ctx).closed.append(fd)
-                return 0
-            },
-            ctx: nil))
+                },
+                signal: { ctx, _ in
+                    let fake = FakeLoopIO.of(ctx)
+                    fake.signals += 1
+                    return fake.signalResults.isEmpty ? 0 : fake.signalResults.removeFirst()
+                },
+                drain: { ctx, _ in
+                    FakeLoopIO.of(ctx).drains += 1
+                    return 0
+                },
+                close: { ctx, fd in
+                    FakeLoopIO.of(ctx).closed.append(fd)
+                    return 0
+                },
+                ctx: nil))
         table.pointee.ctx = Unmanaged.passUnretained(self).toOpaque()
     }
 
@@ -130,17 +131,20 @@ final class LoopMechanismTests: XCTestCase {
         XCTAssertEqual(toby_loop_modify(&loop, 7, 0x1_0000_0003, 0), 0)
         XCTAssertEqual(toby_loop_remove(&loop, 7), 0)
         XCTAssertEqual(toby_loop_add(&loop, 8, 5, loopRead | loopExclusive), 0)
-        XCTAssertEqual(Array(fake.controls.dropFirst()), [
-            .init(op: 0, fd: 7, interest: loopRead, token: 0x1_0000_0003),
-            .init(op: 1, fd: 7, interest: loopRead | loopWrite, token: 0x1_0000_0003),
-            .init(op: 1, fd: 7, interest: 0, token: 0x1_0000_0003),
-            .init(op: 2, fd: 7, interest: 0, token: 0),
-            .init(op: 0, fd: 8, interest: loopRead | loopExclusive, token: 5),
-        ])
+        XCTAssertEqual(
+            Array(fake.controls.dropFirst()),
+            [
+                .init(op: 0, fd: 7, interest: loopRead, token: 0x1_0000_0003),
+                .init(op: 1, fd: 7, interest: loopRead | loopWrite, token: 0x1_0000_0003),
+                .init(op: 1, fd: 7, interest: 0, token: 0x1_0000_0003),
+                .init(op: 2, fd: 7, interest: 0, token: 0),
+                .init(op: 0, fd: 8, interest: loopRead | loopExclusive, token: 5),
+            ])
         XCTAssertEqual(toby_loop_add(&loop, 9, UInt64.max, loopRead), TOBY_EINVAL, "the wake-up's token is reserved")
         XCTAssertEqual(toby_loop_modify(&loop, 9, UInt64.max, loopRead), TOBY_EINVAL)
-        XCTAssertEqual(toby_loop_modify(&loop, 8, 5, loopRead | loopExclusive), TOBY_EINVAL,
-                       "an exclusive registration cannot be modified")
+        XCTAssertEqual(
+            toby_loop_modify(&loop, 8, 5, loopRead | loopExclusive), TOBY_EINVAL,
+            "an exclusive registration cannot be modified")
         fake.controlResult = -EEXIST
         XCTAssertEqual(toby_loop_add(&loop, 7, 1, loopRead), -EEXIST, "errors are passed on")
     }
@@ -278,8 +282,9 @@ final class LoopMechanismTests: XCTestCase {
     // MARK: Ring swapping and raw writes
 
     func testRingSwapOnlyWhileNothingIsBuffered() {
-        let box = ReaderBox(capacity: 64, maxFrame: 1000, order: littleEndian,
-                            recv: [.data(referenceEncode([[1, 2, 3]], littleEndian) + [9])])
+        let box = ReaderBox(
+            capacity: 64, maxFrame: 1000, order: littleEndian,
+            recv: [.data(referenceEncode([[1, 2, 3]], littleEndian) + [9])])
         let other = UnsafeMutablePointer<UInt8>.allocate(capacity: 32)
         defer { other.deallocate() }
         XCTAssertEqual(toby_reader_set_ring(box.reader, nil, 0), 0, "nothing buffered: detach")
@@ -347,14 +352,16 @@ final class ReaderTakeTests: XCTestCase {
     func testTakeStopsAtWrapsAndLeavesThemToNext() {
         // 16-byte ring: a 9-byte frame, then one whose prefix wraps.
         let stream = referenceEncode([[1], [2, 3, 4, 5]], littleEndian)
-        let box = ReaderBox(capacity: 16, maxFrame: 100, order: littleEndian, recv: [.data(Array(stream[0..<9])), .data(Array(stream[9...]))])
+        let box = ReaderBox(
+            capacity: 16, maxFrame: 100, order: littleEndian, recv: [.data(Array(stream[0..<9])), .data(Array(stream[9...]))])
         XCTAssertEqual(box.fill(), 9)
         var spans = [toby_span](repeating: toby_span(), count: 4)
         XCTAssertEqual(spans.withUnsafeMutableBufferPointer { toby_reader_take(box.reader, $0.baseAddress, 4) }, 1)
         XCTAssertEqual(Array(UnsafeBufferPointer(start: spans[0].data, count: spans[0].len)), [1])
         XCTAssertEqual(box.fill(), 12, "the rest, around the ring's end")
-        XCTAssertEqual(spans.withUnsafeMutableBufferPointer { toby_reader_take(box.reader, $0.baseAddress, 4) }, 0,
-                       "the second frame's prefix wraps: left to next()")
+        XCTAssertEqual(
+            spans.withUnsafeMutableBufferPointer { toby_reader_take(box.reader, $0.baseAddress, 4) }, 0,
+            "the second frame's prefix wraps: left to next()")
         var f = toby_frame()
         XCTAssertEqual(box.next(&f), statusFrame)
         XCTAssertEqual(segmentBytes(f), [2, 3, 4, 5])

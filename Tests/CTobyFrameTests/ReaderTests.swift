@@ -12,10 +12,11 @@ final class ReaderTests: XCTestCase {
         Array("a".utf8), [], Array("hello world".utf8), payload(20, seed: 1), [], [], payload(3, seed: 2),
     ]
 
-    private func read(_ chunks: [[UInt8]], capacity: Int = 64, maxFrame: UInt64 = 1 << 20,
-                      order: toby_byte_order = TOBY_LITTLE_ENDIAN, extra: [ScriptedIO.Recv] = [],
-                      file: StaticString = #filePath, line: UInt = #line) -> (DrainResult, ReaderBox)
-    {
+    private func read(
+        _ chunks: [[UInt8]], capacity: Int = 64, maxFrame: UInt64 = 1 << 20,
+        order: toby_byte_order = TOBY_LITTLE_ENDIAN, extra: [ScriptedIO.Recv] = [],
+        file: StaticString = #filePath, line: UInt = #line
+    ) -> (DrainResult, ReaderBox) {
         let script = chunks.filter { !$0.isEmpty }.map { ScriptedIO.Recv.data($0) } + extra
         let box = ReaderBox(capacity: capacity, maxFrame: maxFrame, order: order, recv: script)
         let res = drain(box, file: file, line: line)
@@ -33,8 +34,9 @@ final class ReaderTests: XCTestCase {
         var ring = [UInt8](repeating: 0, count: 4096)
         ring.withUnsafeMutableBufferPointer { b in
             for cap in [0, 1, 2, 8, 15, 17, 24, 48, 100, 1000] {
-                XCTAssertEqual(toby_reader_init(r, b.baseAddress, cap, 10, TOBY_LITTLE_ENDIAN, fakeFD, io.io),
-                               TOBY_EINVAL, "capacity \(cap)")
+                XCTAssertEqual(
+                    toby_reader_init(r, b.baseAddress, cap, 10, TOBY_LITTLE_ENDIAN, fakeFD, io.io),
+                    TOBY_EINVAL, "capacity \(cap)")
             }
             for cap in [16, 32, 64, 4096] {
                 XCTAssertEqual(toby_reader_init(r, b.baseAddress, cap, 10, TOBY_LITTLE_ENDIAN, fakeFD, io.io), 0)
@@ -44,8 +46,9 @@ final class ReaderTests: XCTestCase {
             XCTAssertEqual(toby_reader_init(r, nil, 16, 10, TOBY_LITTLE_ENDIAN, fakeFD, io.io), TOBY_EINVAL)
             XCTAssertEqual(toby_reader_init(r, b.baseAddress, 16, 10, TOBY_LITTLE_ENDIAN, fakeFD, nil), TOBY_EINVAL)
             XCTAssertEqual(toby_reader_init(nil, b.baseAddress, 16, 10, TOBY_LITTLE_ENDIAN, fakeFD, io.io), TOBY_EINVAL)
-            XCTAssertEqual(toby_reader_init(r, b.baseAddress, 16, 10, toby_byte_order(rawValue: 7), fakeFD, io.io),
-                           TOBY_EINVAL)
+            XCTAssertEqual(
+                toby_reader_init(r, b.baseAddress, 16, 10, toby_byte_order(rawValue: 7), fakeFD, io.io),
+                TOBY_EINVAL)
         }
     }
 
@@ -168,8 +171,9 @@ final class ReaderTests: XCTestCase {
         let big = payload(100, seed: 4)
         let after = payload(6, seed: 5)
         let stream = referenceEncode([big, after], TOBY_LITTLE_ENDIAN)
-        let box = ReaderBox(capacity: 16, maxFrame: 1000, order: TOBY_LITTLE_ENDIAN,
-                            recv: [.data(Array(stream[..<12])), .data(Array(stream[12...]))])
+        let box = ReaderBox(
+            capacity: 16, maxFrame: 1000, order: TOBY_LITTLE_ENDIAN,
+            recv: [.data(Array(stream[..<12])), .data(Array(stream[12...]))])
         var f = toby_frame()
         XCTAssertEqual(box.next(&f), statusNeedMore)
         XCTAssertEqual(box.fill(), 12)
@@ -205,8 +209,9 @@ final class ReaderTests: XCTestCase {
         // in the ring and must be taken before anything else.
         let big = payload(64, seed: 3)
         let stream = referenceEncode([big, [7]], TOBY_LITTLE_ENDIAN)
-        let box = ReaderBox(capacity: 16, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
-                            recv: [.data(Array(stream[..<8])), .data(Array(stream[8...]))])
+        let box = ReaderBox(
+            capacity: 16, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
+            recv: [.data(Array(stream[..<8])), .data(Array(stream[8...]))])
         var f = toby_frame()
         XCTAssertEqual(box.fill(), 8)
         XCTAssertEqual(box.next(&f), statusDirect)
@@ -226,8 +231,9 @@ final class ReaderTests: XCTestCase {
     func testDirectFillClampsToWhatIsOwed() {
         let big = payload(30, seed: 8)
         let stream = referenceEncode([big, [9]], TOBY_LITTLE_ENDIAN)
-        let box = ReaderBox(capacity: 16, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
-                            recv: [.data(Array(stream[..<16])), .data(Array(stream[16...]))])
+        let box = ReaderBox(
+            capacity: 16, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
+            recv: [.data(Array(stream[..<16])), .data(Array(stream[16...]))])
         var f = toby_frame()
         XCTAssertEqual(box.fill(), 16)
         XCTAssertEqual(box.next(&f), statusDirect)
@@ -243,8 +249,10 @@ final class ReaderTests: XCTestCase {
     }
 
     func testDirectFramesSplitAtEveryByteBoundary() {
-        let frames = [payload(3, seed: 1), payload(40, seed: 2), [], payload(8, seed: 3), payload(17, seed: 4),
-                      payload(9, seed: 5)]
+        let frames = [
+            payload(3, seed: 1), payload(40, seed: 2), [], payload(8, seed: 3), payload(17, seed: 4),
+            payload(9, seed: 5),
+        ]
         for order in bothOrders {
             let stream = referenceEncode(frames, order)
             for cut in 0...stream.count {
@@ -289,8 +297,9 @@ final class ReaderTests: XCTestCase {
         // Only the prefix is available and the socket would block: the
         // verdict must not wait for the payload or for EOF.
         let hugePrefix = referencePrefix(UInt64.max, TOBY_BIG_ENDIAN)
-        let box = ReaderBox(capacity: 16, maxFrame: 1 << 20, order: TOBY_BIG_ENDIAN,
-                            recv: [.data(Array(hugePrefix[..<3])), .data(Array(hugePrefix[3...])), .error(EAGAIN)])
+        let box = ReaderBox(
+            capacity: 16, maxFrame: 1 << 20, order: TOBY_BIG_ENDIAN,
+            recv: [.data(Array(hugePrefix[..<3])), .data(Array(hugePrefix[3...])), .error(EAGAIN)])
         var f = toby_frame()
         XCTAssertEqual(box.next(&f), statusNeedMore)
         XCTAssertEqual(box.fill(), 3)
@@ -319,9 +328,10 @@ final class ReaderTests: XCTestCase {
                     let cutStream = Array(stream[..<cut])
                     let want = referenceDecode(cutStream, order, maxFrame: 1000)
                     // Whole, two pieces, and byte at a time.
-                    for chunks in [[cutStream], [Array(cutStream.prefix(cut / 2)), Array(cutStream.dropFirst(cut / 2))],
-                                   cutStream.map { [$0] }]
-                    {
+                    for chunks in [
+                        [cutStream], [Array(cutStream.prefix(cut / 2)), Array(cutStream.dropFirst(cut / 2))],
+                        cutStream.map { [$0] },
+                    ] {
                         let (res, box) = read(chunks, capacity: capacity, maxFrame: 1000, order: order)
                         XCTAssertEqual(res.frames, want.frames, "cut \(cut) capacity \(capacity)")
                         XCTAssertEqual(res.outcome, want.outcome, "cut \(cut) capacity \(capacity)")
@@ -398,9 +408,12 @@ final class ReaderTests: XCTestCase {
     func testEAGAINIsReturnedAndNotSticky() {
         let frames = [payload(5, seed: 1), payload(9, seed: 2)]
         let stream = referenceEncode(frames, TOBY_LITTLE_ENDIAN)
-        let box = ReaderBox(capacity: 32, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
-                            recv: [.error(EAGAIN), .data(Array(stream[..<10])), .error(EAGAIN), .error(EWOULDBLOCK),
-                                   .data(Array(stream[10...]))])
+        let box = ReaderBox(
+            capacity: 32, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
+            recv: [
+                .error(EAGAIN), .data(Array(stream[..<10])), .error(EAGAIN), .error(EWOULDBLOCK),
+                .data(Array(stream[10...])),
+            ])
         var f = toby_frame()
         XCTAssertEqual(box.next(&f), statusNeedMore)
         XCTAssertEqual(box.fill(msgDontWait), -Int(EAGAIN))
@@ -420,8 +433,9 @@ final class ReaderTests: XCTestCase {
     func testEAGAINInDirectFillIsResumable() {
         let big = payload(50, seed: 1)
         let stream = referenceEncode([big, [3]], TOBY_LITTLE_ENDIAN)
-        let box = ReaderBox(capacity: 16, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
-                            recv: [.data(Array(stream[..<20])), .error(EAGAIN), .error(EINTR), .data(Array(stream[20...]))])
+        let box = ReaderBox(
+            capacity: 16, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
+            recv: [.data(Array(stream[..<20])), .error(EAGAIN), .error(EINTR), .data(Array(stream[20...]))])
         var f = toby_frame()
         XCTAssertEqual(box.fill(), 16, "the ring holds 16")
         XCTAssertEqual(box.next(&f), statusDirect)
@@ -448,8 +462,9 @@ final class ReaderTests: XCTestCase {
     func testIOErrorReportedAfterBufferedFrames() {
         let frames = [payload(5, seed: 1), [], payload(9, seed: 2)]
         let stream = referenceEncode(frames, TOBY_LITTLE_ENDIAN) + referencePrefix(4, TOBY_LITTLE_ENDIAN) + [1, 2]
-        let box = ReaderBox(capacity: 64, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
-                            recv: [.data(stream), .error(ECONNRESET), .data([1, 2, 3])])
+        let box = ReaderBox(
+            capacity: 64, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
+            recv: [.data(stream), .error(ECONNRESET), .data([1, 2, 3])])
         XCTAssertEqual(box.fill(), stream.count)
         XCTAssertEqual(box.fill(), -Int(ECONNRESET), "the error arrives before any frame is taken")
         var f = toby_frame()
@@ -468,8 +483,9 @@ final class ReaderTests: XCTestCase {
 
     func testIOErrorDuringDirectFrame() {
         let stream = referencePrefix(40, TOBY_LITTLE_ENDIAN) + payload(10, seed: 1)
-        let box = ReaderBox(capacity: 16, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
-                            recv: [.data(stream), .error(ECONNRESET)])
+        let box = ReaderBox(
+            capacity: 16, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
+            recv: [.data(stream), .error(ECONNRESET)])
         let res = drain(box)
         XCTAssertEqual(res.frames, [])
         XCTAssertEqual(res.status, -ECONNRESET)
@@ -496,8 +512,9 @@ final class ReaderTests: XCTestCase {
     func testNextTwiceReturnsSameFrameAndFillKeepsIt() {
         let frames = [payload(6, seed: 1), payload(6, seed: 2)]
         let stream = referenceEncode(frames, TOBY_LITTLE_ENDIAN)
-        let box = ReaderBox(capacity: 32, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
-                            recv: [.data(Array(stream[..<16])), .data(Array(stream[16...]))])
+        let box = ReaderBox(
+            capacity: 32, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
+            recv: [.data(Array(stream[..<16])), .data(Array(stream[16...]))])
         var f = toby_frame()
         XCTAssertEqual(box.fill(), 16)
         XCTAssertEqual(box.next(&f), statusFrame)
@@ -523,8 +540,9 @@ final class ReaderTests: XCTestCase {
     /// (the new-direct-frame path did not look at eof), the second
     /// TOBY_ETRUNCATED.
     func testNextTwiceAgreesOnDirectFrameAfterEOF() {
-        let box = ReaderBox(capacity: 16, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
-                            recv: [.data(referencePrefix(40, TOBY_LITTLE_ENDIAN)), .eof])
+        let box = ReaderBox(
+            capacity: 16, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
+            recv: [.data(referencePrefix(40, TOBY_LITTLE_ENDIAN)), .eof])
         XCTAssertEqual(box.fill(), 8)
         XCTAssertEqual(box.fill(), 0, "EOF seen before the prefix is decoded")
         var f1 = toby_frame()
@@ -542,8 +560,9 @@ final class ReaderTests: XCTestCase {
 
     /// Same with a pending I/O error instead of EOF.
     func testNextTwiceAgreesOnDirectFrameAfterIOError() {
-        let box = ReaderBox(capacity: 16, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
-                            recv: [.data(referencePrefix(40, TOBY_LITTLE_ENDIAN)), .error(ECONNRESET)])
+        let box = ReaderBox(
+            capacity: 16, maxFrame: 100, order: TOBY_LITTLE_ENDIAN,
+            recv: [.data(referencePrefix(40, TOBY_LITTLE_ENDIAN)), .error(ECONNRESET)])
         XCTAssertEqual(box.fill(), 8)
         XCTAssertEqual(box.fill(), -Int(ECONNRESET))
         var f = toby_frame()
@@ -563,8 +582,9 @@ final class DirectReadaheadTests: XCTestCase {
         let big = payload(100_000, seed: 1)
         let next = payload(100_000, seed: 2)
         let stream = referenceEncode([big, next], TOBY_LITTLE_ENDIAN)
-        let box = ReaderBox(capacity: capacity, maxFrame: 1 << 20, order: TOBY_LITTLE_ENDIAN,
-                            recv: [.data(Array(stream[..<8])), .data(Array(stream[8...]))])
+        let box = ReaderBox(
+            capacity: capacity, maxFrame: 1 << 20, order: TOBY_LITTLE_ENDIAN,
+            recv: [.data(Array(stream[..<8])), .data(Array(stream[8...]))])
         XCTAssertEqual(box.fill(), 8)
         var f = toby_frame()
         XCTAssertEqual(box.next(&f), Int32(TOBY_FRAME_DIRECT))

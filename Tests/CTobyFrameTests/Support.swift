@@ -57,7 +57,9 @@ enum Outcome: Equatable, CustomStringConvertible {
 }
 
 /// The simplest possible decoder of a complete stream that ends with EOF.
-func referenceDecode(_ s: [UInt8], _ order: toby_byte_order, maxFrame: UInt64)
+func referenceDecode(
+    _ s: [UInt8], _ order: toby_byte_order, maxFrame: UInt64
+)
     -> (frames: [[UInt8]], outcome: Outcome)
 {
     var frames = [[UInt8]]()
@@ -215,15 +217,17 @@ final class ScriptedIO {
     }
 }
 
-private func scriptedRecv(_ ctx: UnsafeMutableRawPointer?, _ fd: Int32,
-                          _ msg: UnsafeMutablePointer<msghdr>?, _ flags: Int32) -> Int
-{
+private func scriptedRecv(
+    _ ctx: UnsafeMutableRawPointer?, _ fd: Int32,
+    _ msg: UnsafeMutablePointer<msghdr>?, _ flags: Int32
+) -> Int {
     Unmanaged<ScriptedIO>.fromOpaque(ctx!).takeUnretainedValue().recv(fd, msg!, flags)
 }
 
-private func scriptedSend(_ ctx: UnsafeMutableRawPointer?, _ fd: Int32,
-                          _ msg: UnsafePointer<msghdr>?, _ flags: Int32) -> Int
-{
+private func scriptedSend(
+    _ ctx: UnsafeMutableRawPointer?, _ fd: Int32,
+    _ msg: UnsafePointer<msghdr>?, _ flags: Int32
+) -> Int {
     Unmanaged<ScriptedIO>.fromOpaque(ctx!).takeUnretainedValue().send(fd, msg!, flags)
 }
 
@@ -289,7 +293,9 @@ func segmentBytes(_ f: toby_frame) -> [UInt8] {
 /// TOBY_NEED_MORE. -EAGAIN from a fill is retried (the script moves on).
 /// With `take` > 0, toby_reader_take (at most `take` frames a call) runs
 /// before every next(), as an event loop does.
-func drain(_ box: ReaderBox, fillFlags: Int32 = 0, take: Int = 0, file: StaticString = #filePath, line: UInt = #line)
+func drain(
+    _ box: ReaderBox, fillFlags: Int32 = 0, take: Int = 0, file: StaticString = #filePath, line: UInt = #line
+)
     -> DrainResult
 {
     var res = DrainResult()

@@ -6,14 +6,17 @@ import Glibc
 #endif
 
 final class WriterTests: XCTestCase {
-    let frames: [[UInt8]] = [payload(5, seed: 1), [], payload(13, seed: 2), [], [], payload(1, seed: 3),
-                             payload(40, seed: 4)]
+    let frames: [[UInt8]] = [
+        payload(5, seed: 1), [], payload(13, seed: 2), [], [], payload(1, seed: 3),
+        payload(40, seed: 4),
+    ]
 
     /// Writes everything, resuming after every -EAGAIN; returns the results.
     @discardableResult
-    private func writeAll(_ w: WriterBox, _ out: OutFrames, flags: Int32 = 0, maxCalls: Int = 100_000,
-                          file: StaticString = #filePath, line: UInt = #line) -> [Int32]
-    {
+    private func writeAll(
+        _ w: WriterBox, _ out: OutFrames, flags: Int32 = 0, maxCalls: Int = 100_000,
+        file: StaticString = #filePath, line: UInt = #line
+    ) -> [Int32] {
         var index = 0
         var offset: UInt64 = 0
         var results = [Int32]()
@@ -36,8 +39,9 @@ final class WriterTests: XCTestCase {
 
     private func checkCommon(_ w: WriterBox, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertFalse(w.io.badFD, file: file, line: line)
-        XCTAssertTrue(w.io.sendFlags.allSatisfy { $0 & msgNoSignal != 0 }, "MSG_NOSIGNAL on every sendmsg",
-                      file: file, line: line)
+        XCTAssertTrue(
+            w.io.sendFlags.allSatisfy { $0 & msgNoSignal != 0 }, "MSG_NOSIGNAL on every sendmsg",
+            file: file, line: line)
         XCTAssertLessThanOrEqual(w.io.sendIovCounts.max() ?? 0, Int(TOBY_WRITER_IOV), file: file, line: line)
         XCTAssertFalse(w.io.sendIovCounts.contains(0), "sendmsg without vectors", file: file, line: line)
     }
@@ -164,8 +168,9 @@ final class WriterTests: XCTestCase {
 
     func testEINTRIsRetried() {
         let want = referenceEncode(frames, TOBY_LITTLE_ENDIAN)
-        let w = WriterBox(order: TOBY_LITTLE_ENDIAN,
-                          send: [.error(EINTR), .accept(3), .error(EINTR), .error(EINTR), .accept(20), .error(EINTR)])
+        let w = WriterBox(
+            order: TOBY_LITTLE_ENDIAN,
+            send: [.error(EINTR), .accept(3), .error(EINTR), .error(EINTR), .accept(20), .error(EINTR)])
         var index = 0
         var offset: UInt64 = 0
         XCTAssertEqual(w.write(OutFrames(frames), index: &index, offset: &offset), 0)

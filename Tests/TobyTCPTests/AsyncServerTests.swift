@@ -40,7 +40,8 @@ final class AsyncServerTests: XCTestCase {
     private func asyncEchoServer(
         group: TobyEventLoopGroup, _ configuration: TobyConfiguration = .default, preferLoop: Bool = true
     ) throws -> TobyServer {
-        let server = try TobyServer.serve(port: 0, configuration: configuration, group: group, preferLoopExecutor: preferLoop) { connection in
+        let server = try TobyServer.serve(port: 0, configuration: configuration, group: group, preferLoopExecutor: preferLoop) {
+            connection in
             for try await batch in connection.batches {
                 try await connection.send(contentsOf: batch)
             }
@@ -225,7 +226,7 @@ final class AsyncServerTests: XCTestCase {
         // high-water mark + a frame over it + the ring.
         let perHog = (256 << 10) + 2 * (1 << 20) + (1 << 20) + (1 << 20) + (64 << 10)
         if !underAddressSanitizer {
-    XCTAssertLessThan(grown, hogCount * perHog + (16 << 20), "server memory grew by \(grown) bytes")
+            XCTAssertLessThan(grown, hogCount * perHog + (16 << 20), "server memory grew by \(grown) bytes")
         }
         try await fresh.close()
     }
@@ -315,18 +316,24 @@ final class AsyncServerTests: XCTestCase {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-        withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         listen(fd, 0)
         defer { close(fd) }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &length) } }
+        withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &length) }
+        }
         let fullPort = Int(UInt16(bigEndian: address.sin_port))
         var fillers: [RawPeer] = []
         for _ in 0..<4 {
             var filler: Int32 = -1
             let flags = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
             filler = flags
-            withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = connect(filler, $0, length) } }
+            withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = connect(filler, $0, length) }
+            }
             fillers.append(RawPeer(fd: filler))
         }
         let attempt = Task {
@@ -355,7 +362,8 @@ final class AsyncServerTests: XCTestCase {
             XCTFail("the connect into a full backlog completed")
         } catch let error as TobyError {
             XCTAssertEqual(error, .connectTimedOut(address: "127.0.0.1:\(fullPort)", timeout: .milliseconds(200)))
-            XCTAssertEqual(error.description, "timed out: the connect to 127.0.0.1:\(fullPort) did not complete within 0.2 seconds")
+            XCTAssertEqual(
+                error.description, "timed out: the connect to 127.0.0.1:\(fullPort) did not complete within 0.2 seconds")
         }
     }
 

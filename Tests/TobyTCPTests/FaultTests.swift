@@ -25,7 +25,8 @@ final class FaultTests: XCTestCase {
                 XCTAssertThrowsError(try badReceiver.receive()) { error in
                     XCTAssertEqual(
                         error as? TobyError,
-                        .frameTooLarge(length: length, limit: UInt64(limit), prefix: TobyProtocol.prefix(length: length, byteOrder: order)))
+                        .frameTooLarge(
+                            length: length, limit: UInt64(limit), prefix: TobyProtocol.prefix(length: length, byteOrder: order)))
                 }
                 // The bad connection is closed both ways: its peer reads the end.
                 XCTAssertEqual(badPeer.read(1), [])

@@ -459,13 +459,16 @@ final class HelpfulErrorTests: XCTestCase {
     /// A prefix over the limit that is a plausible length read the other way
     /// round says which byte order the peer may be using.
     func testFrameTooLargeSuggestsTheOtherByteOrder() throws {
-        for (ours, theirs) in [(TobyConfiguration.ByteOrder.littleEndian, TobyConfiguration.ByteOrder.bigEndian), (.bigEndian, .littleEndian)] {
+        for (ours, theirs) in [
+            (TobyConfiguration.ByteOrder.littleEndian, TobyConfiguration.ByteOrder.bigEndian), (.bigEndian, .littleEndian),
+        ] {
             let (messenger, peer) = try makePair(try TobyConfiguration(byteOrder: ours, maxFrameLength: 1 << 20))
             let receiver = try messenger.start()
             peer.write(frame([1, 2, 3, 4, 5], theirs))
             XCTAssertThrowsError(try receiver.receive()) { error in
                 let text = "\(error)"
-                let expected = theirs == .bigEndian
+                let expected =
+                    theirs == .bigEndian
                     ? "the peer may be using big-endian prefixes: set byteOrder: .bigEndian"
                     : "the peer may be using little-endian prefixes: set byteOrder: .littleEndian"
                 XCTAssertTrue(text.contains(expected), text)
@@ -475,7 +478,8 @@ final class HelpfulErrorTests: XCTestCase {
         // No hint when neither reading is plausible.
         let far = TobyError.frameTooLarge(length: UInt64.max, limit: 1000, prefix: [UInt8](repeating: 0xff, count: 8))
         XCTAssertFalse(far.description.contains("byteOrder"), far.description)
-        let near = TobyError.frameTooLarge(length: 0x0102_0304_0506_0708, limit: 1000, prefix: TobyProtocol.prefix(length: 0x0102_0304_0506_0708))
+        let near = TobyError.frameTooLarge(
+            length: 0x0102_0304_0506_0708, limit: 1000, prefix: TobyProtocol.prefix(length: 0x0102_0304_0506_0708))
         XCTAssertFalse(near.description.contains("byteOrder"), near.description)
     }
 }

@@ -82,7 +82,9 @@ final class MessengerScenarioTests: XCTestCase {
     }
 
     func testUnixSocketRoundTrip() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("toby-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "toby-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        ).path
         let listener = try TobyListener(unixPath: path)
         XCTAssertTrue(FileManager.default.fileExists(atPath: path))
         let client = try TobyMessenger.connect(unixPath: path)
@@ -128,7 +130,8 @@ final class MessengerScenarioTests: XCTestCase {
         let port = listener.port
         listener.close()
         XCTAssertThrowsError(try TobyMessenger.connect(host: "127.0.0.1", port: port)) { error in
-            XCTAssertEqual(error as? TobyError, .systemAtAddress(operation: "connect", address: "127.0.0.1:\(port)", errno: ECONNREFUSED))
+            XCTAssertEqual(
+                error as? TobyError, .systemAtAddress(operation: "connect", address: "127.0.0.1:\(port)", errno: ECONNREFUSED))
         }
     }
 

@@ -115,7 +115,9 @@ final class ReceiverEdgeCaseTests: XCTestCase {
             let (messenger, peer) = try makePair(try TobyConfiguration(byteOrder: order, maxFrameLength: limit))
             let receiver = try messenger.start()
             let atLimit = pattern(limit, seed: 3)
-            peer.write(frame([1, 2, 3], order) + frame(atLimit, order) + TobyProtocol.prefix(length: UInt64(limit + 1), byteOrder: order))
+            peer.write(
+                frame([1, 2, 3], order) + frame(atLimit, order) + TobyProtocol.prefix(length: UInt64(limit + 1), byteOrder: order)
+            )
             XCTAssertEqual(try receiver.receive(), [1, 2, 3])
             XCTAssertEqual(try receiver.receive(), atLimit)
             let expected = TobyError.frameTooLarge(

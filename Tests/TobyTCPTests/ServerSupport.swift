@@ -23,10 +23,26 @@ final class ServerEvents: @unchecked Sendable {
     private var opened: [TobyConnection] = []
     private var inputEnds = 0
 
-    func open(_ connection: TobyConnection) { lock.withLock { opened.append(connection); lock.broadcast() } }
-    func receive(_ batch: TobyMessages) { lock.withLock { messages.append(contentsOf: batch.copied()); lock.broadcast() } }
-    func inputEnded() { lock.withLock { inputEnds += 1; lock.broadcast() } }
-    func close(_ error: TobyError?) { lock.withLock { closures.append(error); lock.broadcast() } }
+    func open(_ connection: TobyConnection) {
+        lock.withLock {
+            opened.append(connection); lock.broadcast()
+        }
+    }
+    func receive(_ batch: TobyMessages) {
+        lock.withLock {
+            messages.append(contentsOf: batch.copied()); lock.broadcast()
+        }
+    }
+    func inputEnded() {
+        lock.withLock {
+            inputEnds += 1; lock.broadcast()
+        }
+    }
+    func close(_ error: TobyError?) {
+        lock.withLock {
+            closures.append(error); lock.broadcast()
+        }
+    }
 
     var received: [[UInt8]] { lock.withLock { messages } }
     var closed: [TobyError?] { lock.withLock { closures } }

@@ -156,7 +156,8 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(peer.readFrame(), [2, 2])
         XCTAssertTrue(events.waitForClosures(1))
         XCTAssertEqual(events.received, [[1], [2, 2]])
-        XCTAssertEqual(events.closed.first ?? nil, .frameTooLarge(length: 101, limit: 100, prefix: TobyProtocol.prefix(length: 101)))
+        XCTAssertEqual(
+            events.closed.first ?? nil, .frameTooLarge(length: 101, limit: 100, prefix: TobyProtocol.prefix(length: 101)))
         XCTAssertNil(peer.readFrame(), "the connection ends after the replies")
     }
 
@@ -301,7 +302,7 @@ final class ServerTests: XCTestCase {
         let baseline = residentBytes()
         let stop = ServerEvents()
         let blocked = ServerEvents()  // one entry per hog the server stopped reading
-        let exited = ServerEvents()   // one entry per writer thread that ended
+        let exited = ServerEvents()  // one entry per writer thread that ended
         let writers = hogs.map { hog in
             Thread {
                 defer { exited.close(nil) }
@@ -349,7 +350,7 @@ final class ServerTests: XCTestCase {
         // high-water mark + a frame's echo over it + the ring.
         let bound = 4 * (3 * (1 << 20) + highWater + (64 << 10)) + (16 << 20)
         if !underAddressSanitizer {
-    XCTAssertLessThan(grown, bound, "server memory grew by \(grown) bytes")
+            XCTAssertLessThan(grown, bound, "server memory grew by \(grown) bytes")
         }
         XCTAssertLessThan(worst, 2_000_000_000, "a round trip took \(worst) ns")
     }
@@ -468,14 +469,17 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(try receiver.receive(), [5], "the reply queued before the close still goes out")
         XCTAssertNil(try receiver.receive(), "then the connection ends")
         XCTAssertTrue(ServerEvents().wait { server.connectionCount == 0 })
-        XCTAssertTrue(ServerEvents().wait { (try? TobyMessenger.connect(host: "127.0.0.1", port: server.port)) == nil },
-                      "the listener is closed")
+        XCTAssertTrue(
+            ServerEvents().wait { (try? TobyMessenger.connect(host: "127.0.0.1", port: server.port)) == nil },
+            "the listener is closed")
     }
 
     func testInvalidOptionsAreRefused() {
-        XCTAssertThrowsError(try TobyServer.listen(port: 0, options: .init(writeHighWaterMark: 10, writeLowWaterMark: 10)) { _ in
-            EchoHandler()
-        }) { error in
+        XCTAssertThrowsError(
+            try TobyServer.listen(port: 0, options: .init(writeHighWaterMark: 10, writeLowWaterMark: 10)) { _ in
+                EchoHandler()
+            }
+        ) { error in
             guard case .invalidConfiguration = error as? TobyError else { return XCTFail("\(error)") }
         }
         XCTAssertThrowsError(try TobyEventLoopGroup(threads: 0))

@@ -15,8 +15,10 @@ final class ShutdownTests: XCTestCase {
     enum API: CaseIterable { case handler, async }
 
     /// An echo server that counts the messages its application was given.
-    private func echoServer(_ api: API, counter: DeliveryCounter, group: TobyEventLoopGroup,
-                            options: TobyServer.Options = .init()) throws -> TobyServer {
+    private func echoServer(
+        _ api: API, counter: DeliveryCounter, group: TobyEventLoopGroup,
+        options: TobyServer.Options = .init()
+    ) throws -> TobyServer {
         switch api {
         case .handler:
             struct CountingEcho: TobyServerHandler {
@@ -94,8 +96,14 @@ final class ShutdownTests: XCTestCase {
         final class Gates: @unchecked Sendable {
             let lock = ConditionLock()
             var delivered = false, quiesced = false  // guarded by lock
-            func set(_ flag: ReferenceWritableKeyPath<Gates, Bool>) { lock.withLock { self[keyPath: flag] = true; lock.broadcast() } }
-            func wait(_ flag: ReferenceWritableKeyPath<Gates, Bool>) { lock.withLock { while !self[keyPath: flag] { lock.wait() } } }
+            func set(_ flag: ReferenceWritableKeyPath<Gates, Bool>) {
+                lock.withLock {
+                    self[keyPath: flag] = true; lock.broadcast()
+                }
+            }
+            func wait(_ flag: ReferenceWritableKeyPath<Gates, Bool>) {
+                lock.withLock { while !self[keyPath: flag] { lock.wait() } }
+            }
         }
         struct Deferred: TobyServerHandler {
             let gates: Gates
@@ -133,7 +141,8 @@ final class ShutdownTests: XCTestCase {
         let group = try TobyEventLoopGroup(threads: 1)
         defer { group.shutdown() }
         let server = try TobyServer.listen(
-            port: 0, options: .init(shutdownLinger: .milliseconds(200)), group: group) { _ in EchoHandler() }
+            port: 0, options: .init(shutdownLinger: .milliseconds(200)), group: group
+        ) { _ in EchoHandler() }
         let peer = try connectRaw(port: server.port)
         peer.write(frame([7]))
         XCTAssertEqual(peer.readFrame(), [7])

@@ -78,7 +78,8 @@ final class TobyConfigurationTests: XCTestCase {
         defer { listener.close() }
         var config = TobyConfiguration()
         config.maxFrameLength = 0
-        assertInvalid(try TobyMessenger.connect(host: "127.0.0.1", port: listener.port, configuration: config), naming: "maxFrameLength")
+        assertInvalid(
+            try TobyMessenger.connect(host: "127.0.0.1", port: listener.port, configuration: config), naming: "maxFrameLength")
         config = TobyConfiguration()
         config.readTimeout = .zero
         let path = "/tmp/toby-config-\(getpid()).sock"

@@ -96,46 +96,46 @@ final class HardeningToolTests: XCTestCase {
     }
 
     static let crateLikeServer = #"""
-import queue, socket, struct, sys, threading, time
-listener = socket.socket()
-listener.bind(("127.0.0.1", 0))
-listener.listen(1)
-print(listener.getsockname()[1], flush=True)
-conn, _ = listener.accept()
-listener.close()
-replies = queue.Queue()
-sent = [0]
-def answer():
-    while True:
-        message = replies.get()
-        if message is None:
-            return
-        time.sleep(0.2)  # the application takes a while to answer
-        try:
-            conn.sendall(struct.pack(">Q", len(message)) + message)
-            sent[0] += 1
-        except OSError:
-            return
-threading.Thread(target=answer, daemon=True).start()
-def read_exactly(n):
-    data = b""
-    while len(data) < n:
-        chunk = conn.recv(n - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
-while True:
-    header = read_exactly(8)
-    if header is None:
-        break
-    body = read_exactly(struct.unpack(">Q", header)[0])
-    if body is None:
-        break
-    replies.put(body)
-# As the crate does on the client's half-close: shut down both ways, drop what is owed.
-conn.shutdown(socket.SHUT_RDWR)
-conn.close()
-print("replied %d, then half-close" % sent[0], flush=True)
-"""#
+        import queue, socket, struct, sys, threading, time
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        print(listener.getsockname()[1], flush=True)
+        conn, _ = listener.accept()
+        listener.close()
+        replies = queue.Queue()
+        sent = [0]
+        def answer():
+            while True:
+                message = replies.get()
+                if message is None:
+                    return
+                time.sleep(0.2)  # the application takes a while to answer
+                try:
+                    conn.sendall(struct.pack(">Q", len(message)) + message)
+                    sent[0] += 1
+                except OSError:
+                    return
+        threading.Thread(target=answer, daemon=True).start()
+        def read_exactly(n):
+            data = b""
+            while len(data) < n:
+                chunk = conn.recv(n - len(data))
+                if not chunk:
+                    return None
+                data += chunk
+            return data
+        while True:
+            header = read_exactly(8)
+            if header is None:
+                break
+            body = read_exactly(struct.unpack(">Q", header)[0])
+            if body is None:
+                break
+            replies.put(body)
+        # As the crate does on the client's half-close: shut down both ways, drop what is owed.
+        conn.shutdown(socket.SHUT_RDWR)
+        conn.close()
+        print("replied %d, then half-close" % sent[0], flush=True)
+        """#
 }

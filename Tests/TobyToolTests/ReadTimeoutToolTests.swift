@@ -45,7 +45,8 @@ final class ReadTimeoutToolTests: XCTestCase {
             while Date().timeIntervalSince(started) < 10 {
                 let payload = Array("round \(round)".utf8)
                 try steady.write(prefix(UInt64(payload.count)) + payload)
-                XCTAssertEqual(try steady.read(8 + payload.count), prefix(UInt64(payload.count)) + payload, "\(api) round \(round)")
+                XCTAssertEqual(
+                    try steady.read(8 + payload.count), prefix(UInt64(payload.count)) + payload, "\(api) round \(round)")
                 round += 1
                 if lorisDroppedAfter == nil {
                     if loris.isReadable(within: 100) { lorisDroppedAfter = Date().timeIntervalSince(started) }

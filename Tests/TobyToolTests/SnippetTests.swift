@@ -31,8 +31,9 @@ final class SnippetTests: XCTestCase {
     private static func documents() throws -> [String] {
         let catalog = "Sources/TobyTCP/TobyTCP.docc"
         let articles = try FileManager.default.contentsOfDirectory(
-            atPath: packageRoot.appendingPathComponent(catalog).path)
-            .filter { $0.hasSuffix(".md") }.sorted().map { "\(catalog)/\($0)" }
+            atPath: packageRoot.appendingPathComponent(catalog).path
+        )
+        .filter { $0.hasSuffix(".md") }.sorted().map { "\(catalog)/\($0)" }
         return ["README.md"] + articles
     }
 
@@ -213,7 +214,9 @@ struct Snippet {
                 index += 1
                 guard info == "swift" else {
                     if let pending {
-                        throw ExtractionError(description: "\(file):\(pending.line): a snippet context before a \(info.isEmpty ? "plain" : info) block")
+                        throw ExtractionError(
+                            description:
+                                "\(file):\(pending.line): a snippet context before a \(info.isEmpty ? "plain" : info) block")
                     }
                     continue
                 }
@@ -234,7 +237,8 @@ struct Snippet {
 
     /// Whether this is (part of) a package manifest.
     var isManifest: Bool {
-        "\(context?.before ?? "")\n\(code)".range(of: #"(?m)^\s*import\s+PackageDescription\b"#, options: .regularExpression) != nil
+        "\(context?.before ?? "")\n\(code)".range(of: #"(?m)^\s*import\s+PackageDescription\b"#, options: .regularExpression)
+            != nil
     }
 
     /// The `main.swift` that checks the block. `#sourceLocation` maps every
@@ -249,7 +253,8 @@ struct Snippet {
         func location(_ line: Int) -> String { "#sourceLocation(file: \"\(file)\", line: \(max(line, 1)))" }
         if let context {
             if let after = context.after {
-                let beforeCount = context.before.isEmpty ? 0 : context.before.split(separator: "\n", omittingEmptySubsequences: false).count
+                let beforeCount =
+                    context.before.isEmpty ? 0 : context.before.split(separator: "\n", omittingEmptySubsequences: false).count
                 lines.append(location(line - beforeCount))
                 if !context.before.isEmpty { lines.append(context.before) }
                 lines.append(code)
@@ -338,7 +343,8 @@ struct SnippetChecker {
         for (index, snippet) in snippets.enumerated() {
             let (status, output) = results[index]
             if status != 0 {
-                failures.append("\(snippet.file):\(snippet.line): this Swift block does not compile (swiftc exit \(status)):\n\(output)")
+                failures.append(
+                    "\(snippet.file):\(snippet.line): this Swift block does not compile (swiftc exit \(status)):\n\(output)")
             }
         }
         return failures

@@ -82,7 +82,9 @@ final class FrameSender: @unchecked Sendable {
 
     func send(_ message: [UInt8]) throws(TobyError) {
         try checkLength(message.count)
-        switch try admit({ queue.append(message); queuedBytes += message.count }) {
+        switch try admit({
+            queue.append(message); queuedBytes += message.count
+        }) {
         case .queued: return
         case .drain: try finishWriting(nil)
         case .writeDirectly: try finishWriting(message.withUnsafeBytes { writeOne($0) })
@@ -92,7 +94,9 @@ final class FrameSender: @unchecked Sendable {
     func send(_ bytes: UnsafeRawBufferPointer) throws(TobyError) {
         try checkLength(bytes.count)
         // Copied only if it must wait in the queue.
-        switch try admit({ queue.append([UInt8](bytes)); queuedBytes += bytes.count }) {
+        switch try admit({
+            queue.append([UInt8](bytes)); queuedBytes += bytes.count
+        }) {
         case .queued: return
         case .drain: try finishWriting(nil)
         case .writeDirectly: try finishWriting(writeOne(bytes))

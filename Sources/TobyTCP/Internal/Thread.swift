@@ -43,10 +43,12 @@ package enum Threads {
             if rc != 0 { throw .system(operation: "pthread_attr_setstacksize", errno: rc) }
         }
         var thread = pthread_t()
-        let rc = pthread_create(&thread, &attributes, { context in
-            Unmanaged<Body>.fromOpaque(context!).takeRetainedValue().run()
-            return nil
-        }, context)
+        let rc = pthread_create(
+            &thread, &attributes,
+            { context in
+                Unmanaged<Body>.fromOpaque(context!).takeRetainedValue().run()
+                return nil
+            }, context)
         guard rc == 0 else {
             Unmanaged<Body>.fromOpaque(context).release()
             throw .system(operation: "pthread_create", errno: rc)

@@ -434,8 +434,9 @@ final class EventLoop: @unchecked Sendable {
         let slot = listeners.firstIndex(where: { $0 == nil }) ?? listeners.count
         if slot == listeners.count { listeners.append(nil) }
         let token = EventLoop.listenerFlag | UInt64(server.id & 0x7fff_ffff) << 32 | UInt64(slot)
-        let rc = toby_loop_add(cLoop, server.listenFD, token,
-                               UInt32(TOBY_LOOP_READ | TOBY_LOOP_EXCLUSIVE))
+        let rc = toby_loop_add(
+            cLoop, server.listenFD, token,
+            UInt32(TOBY_LOOP_READ | TOBY_LOOP_EXCLUSIVE))
         if rc != 0 { throw TobyError.fromCode(Int(rc), operation: "epoll_ctl(listener)") }
         listeners[slot] = ListenerRegistration(server: server, token: token)
     }
@@ -505,8 +506,9 @@ final class EventLoop: @unchecked Sendable {
 
     private func resumeAccepting(_ listener: ListenerRegistration) {
         guard listener.paused else { return }
-        let rc = toby_loop_add(cLoop, listener.server.listenFD, listener.token,
-                               UInt32(TOBY_LOOP_READ | TOBY_LOOP_EXCLUSIVE))
+        let rc = toby_loop_add(
+            cLoop, listener.server.listenFD, listener.token,
+            UInt32(TOBY_LOOP_READ | TOBY_LOOP_EXCLUSIVE))
         if rc == 0 || rc == -EEXIST {
             listener.paused = false
         } else {
@@ -573,11 +575,13 @@ private func startThread(_ body: @escaping @Sendable () -> Void) throws(TobyErro
     defer { pthread_attr_destroy(&attributes) }
     pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
     var thread = pthread_t()
-    let rc = pthread_create(&thread, &attributes, { raw in
-        guard let raw else { return nil }
-        Unmanaged<LoopThreadBody>.fromOpaque(raw).takeRetainedValue().body()
-        return nil
-    }, context)
+    let rc = pthread_create(
+        &thread, &attributes,
+        { raw in
+            guard let raw else { return nil }
+            Unmanaged<LoopThreadBody>.fromOpaque(raw).takeRetainedValue().body()
+            return nil
+        }, context)
     if rc != 0 {
         Unmanaged<LoopThreadBody>.fromOpaque(context).release()
         throw .system(operation: "pthread_create", errno: rc)

@@ -30,15 +30,15 @@ struct OutputQueue {
     static let inlineLimit = 1024
 
     private(set) var chunks: [Chunk] = []
-    private var head = 0            // chunks[..<head] are sent
-    private var headOffset = 0      // bytes of chunks[head] already sent
+    private var head = 0  // chunks[..<head] are sent
+    private var headOffset = 0  // bytes of chunks[head] already sent
     private(set) var pendingBytes = 0
     private(set) var hasBorrowed = false
 
     private var inlineBase: UnsafeMutableRawPointer?
     private var inlineCapacity = 0
-    private var inlineRead = 0      // first unsent inline byte
-    private var inlineWrite = 0     // one past the last inline byte
+    private var inlineRead = 0  // first unsent inline byte
+    private var inlineWrite = 0  // one past the last inline byte
     private var inlineFromPool = false
 
     var isEmpty: Bool { pendingBytes == 0 }
@@ -76,7 +76,8 @@ struct OutputQueue {
     mutating func append(borrowedFrame bytes: UnsafeRawBufferPointer, pool: BufferPool) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
         if head < chunks.count, case .borrowed(let last) = chunks[chunks.count - 1],
-           let lastBase = last.baseAddress, lastBase + last.count == base {
+            let lastBase = last.baseAddress, lastBase + last.count == base
+        {
             chunks[chunks.count - 1] = .borrowed(UnsafeRawBufferPointer(start: lastBase, count: last.count + bytes.count))
             pendingBytes += bytes.count
             return
@@ -107,7 +108,9 @@ struct OutputQueue {
                 if let run = runStart, run + runLength == frame {
                     runLength += message.count + prefixSize
                 } else {
-                    if let run = runStart { append(borrowedFrame: UnsafeRawBufferPointer(start: run, count: runLength), pool: pool) }
+                    if let run = runStart {
+                        append(borrowedFrame: UnsafeRawBufferPointer(start: run, count: runLength), pool: pool)
+                    }
                     runStart = frame
                     runLength = message.count + prefixSize
                 }
@@ -217,7 +220,8 @@ struct OutputQueue {
                     let base = array.withUnsafeBytes { $0.baseAddress! }
                     iov[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: base + skip), iov_len: array.count - skip)
                 case .borrowed(let bytes):
-                    iov[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress! + skip), iov_len: bytes.count - skip)
+                    iov[count] = iovec(
+                        iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress! + skip), iov_len: bytes.count - skip)
                 }
                 count += 1
                 index += 1

@@ -21,8 +21,10 @@ final class ServerCore: @unchecked Sendable {
     private var acceptFailures = 0
     private var lastAcceptError: TobyError?
 
-    init(listenFD: Int32, unixPath: String?, configuration: TobyConfiguration, options: TobyServer.Options,
-         makeHandler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler) {
+    init(
+        listenFD: Int32, unixPath: String?, configuration: TobyConfiguration, options: TobyServer.Options,
+        makeHandler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
+    ) {
         id = ServerCore.ids.withLock {
             let id = ServerCore.nextID
             ServerCore.nextID += 1

@@ -67,7 +67,7 @@ public final class TobyConnection: @unchecked Sendable {
         var reads: Bool {
             switch self {
             case .open, .halfClosed, .closing(then: .readUntilEnd), .closing(then: .linger),
-                 .quiescing(inputEnded: false), .lingering:
+                .quiescing(inputEnded: false), .lingering:
                 return true
             default:
                 return false
@@ -244,7 +244,8 @@ public final class TobyConnection: @unchecked Sendable {
                 return
             }
             if let current = loop.currentDirect,
-               current.withUnsafeBytes({ $0.baseAddress }) == message.bytes.baseAddress {
+                current.withUnsafeBytes({ $0.baseAddress }) == message.bytes.baseAddress
+            {
                 // A frame larger than the ring, in its own array: retain it.
                 try send(current)
                 return
@@ -664,7 +665,7 @@ public final class TobyConnection: @unchecked Sendable {
                 didRead = true
                 let n = toby_reader_fill(reader, 0)
                 if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) { break decoding }
-                // Data, end of stream or an error: next() tells which, in order.
+            // Data, end of stream or an error: next() tells which, in order.
             case Int32(TOBY_FRAME_DIRECT):
                 deliver(count)
                 count = 0

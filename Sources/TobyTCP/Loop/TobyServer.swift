@@ -200,23 +200,25 @@ public final class TobyServer: Sendable {
         self.ownsGroup = group == nil
         self.address = address
         self.port = port
-        self.core = ServerCore(listenFD: fd, unixPath: unixPath, configuration: configuration, options: options,
-                               makeHandler: handler)
+        self.core = ServerCore(
+            listenFD: fd, unixPath: unixPath, configuration: configuration, options: options,
+            makeHandler: handler)
         // Register on every loop, each on its own thread.
         let failures = ConditionLock()
         nonisolated(unsafe) var firstError: TobyError?
         nonisolated(unsafe) var pending = loops.loops.count
         let core = self.core
         for loop in loops.loops {
-            let queued = loop.enqueue(.run {
-                var failure: TobyError?
-                do throws(TobyError) { try loop.addListener(core) } catch { failure = error }
-                failures.withLock {
-                    if firstError == nil { firstError = failure }
-                    pending -= 1
-                    failures.broadcast()
-                }
-            })
+            let queued = loop.enqueue(
+                .run {
+                    var failure: TobyError?
+                    do throws(TobyError) { try loop.addListener(core) } catch { failure = error }
+                    failures.withLock {
+                        if firstError == nil { firstError = failure }
+                        pending -= 1
+                        failures.broadcast()
+                    }
+                })
             if !queued {
                 failures.withLock {
                     if firstError == nil { firstError = .closed }
@@ -360,7 +362,11 @@ public final class TobyServer: Sendable {
             let lock = ConditionLock()
             var left: Int  // guarded by lock
             init(_ count: Int) { left = count }
-            func done() -> Bool { lock.withLock { left -= 1; return left == 0 } }
+            func done() -> Bool {
+                lock.withLock {
+                    left -= 1; return left == 0
+                }
+            }
         }
         let countdown = Countdown(group.loops.count)
         let finish: @Sendable () -> Void = {
@@ -369,11 +375,12 @@ public final class TobyServer: Sendable {
             if ownsGroup { group.shutdown() }
         }
         for loop in group.loops {
-            let queued = loop.enqueue(.run {
-                loop.removeListener(core)
-                loop.quiesceConnections(of: core)
-                if countdown.done() { finish() }
-            })
+            let queued = loop.enqueue(
+                .run {
+                    loop.removeListener(core)
+                    loop.quiesceConnections(of: core)
+                    if countdown.done() { finish() }
+                })
             if !queued && countdown.done() { finish() }
         }
     }
@@ -384,13 +391,14 @@ public final class TobyServer: Sendable {
         let done = ConditionLock()
         nonisolated(unsafe) var pending = 0
         for loop in group.loops {
-            let queued = loop.enqueue(.run {
-                loop.removeListener(core)
-                done.withLock {
-                    pending -= 1
-                    done.broadcast()
-                }
-            })
+            let queued = loop.enqueue(
+                .run {
+                    loop.removeListener(core)
+                    done.withLock {
+                        pending -= 1
+                        done.broadcast()
+                    }
+                })
             if queued { done.withLock { pending += 1 } }
         }
         done.withLock {
