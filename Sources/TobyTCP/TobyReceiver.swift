@@ -68,9 +68,7 @@ public final class TobyReceiver: @unchecked Sendable {
     private var ring: UnsafeMutableRawPointer?  // allocated by the first read; see `prepareReader`
     private var ended = false
     private var failure: TobyError?
-    private var large: [UInt8] = []  // a frame too big for the ring, being read
-    private var largeFilled = 0
-    private var largeLength = 0
+    private var large = LargeFrame(headroom: 0)  // a frame too big for the ring, being read
     private var scratch: UnsafeMutableRawBufferPointer?  // for frames that wrap the ring
 
     // Set by `close()` before it takes the lock (a blocked receive holds
@@ -79,10 +77,6 @@ public final class TobyReceiver: @unchecked Sendable {
     // The thread running a borrowing receive's body (0: none), so that a
     // `close()` from inside the body does not wait for the lock it holds.
     private let bodyThread = Atomic<UInt>(0)
-
-    /// The first allocation for a frame too big for the ring (unless twice
-    /// the bytes already buffered is more); it doubles as bytes arrive.
-    static let largeInitialAllocation = 4096
 
     init(socket: SocketHandle, configuration: TobyConfiguration) {
         self.socket = socket
@@ -138,9 +132,7 @@ public final class TobyReceiver: @unchecked Sendable {
     /// With the lock held, once closed: releases what the receiver buffered.
     private func discardAfterClose() {
         ended = true
-        large = []
-        largeFilled = 0
-        largeLength = 0
+        large.reset()
         ring?.deallocate()
         ring = nil
         scratch?.deallocate()
@@ -157,7 +149,7 @@ public final class TobyReceiver: @unchecked Sendable {
     /// Bytes allocated for the large frame being read, how many of them were
     /// filled, and whether the ring is allocated; for tests.
     var allocationForTesting: (large: Int, filled: Int, ring: Bool) {
-        lock.withLock { (large.count, largeFilled, ring != nil) }
+        lock.withLock { (large.allocated, large.filled, ring != nil) }
     }
 
     // MARK: Receiving
@@ -395,9 +387,7 @@ public final class TobyReceiver: @unchecked Sendable {
                 let complete = try readLarge(length: frame.length, flags: flags, deadline: deadline)
                 if isClosed { continue }  // ends the stream above
                 if complete {
-                    let message = large
-                    large = []
-                    largeFilled = 0
+                    let message = large.take()
                     return .owned(message)
                 }
                 return .wouldBlock
@@ -427,39 +417,23 @@ public final class TobyReceiver: @unchecked Sendable {
         return try parked(true) { () throws(TobyError) in try socket.waitReadable(deadline: deadline) } ?? true
     }
 
-    /// Reads a frame too large for the ring into `large`, growing it as
-    /// bytes arrive so a peer cannot make us allocate what it only claims.
-    /// Returns true when the frame is complete.
+    /// Reads a frame too large for the ring into `large`, which grows with
+    /// the bytes received (``LargeFrame``) so a peer cannot make us allocate
+    /// what it only claims. Returns true when the frame is complete.
     private func readLarge(length: UInt64, flags: Int32, deadline: UInt64?) throws(TobyError) -> Bool {
         let total = Int(length)  // <= maxFrameLength <= Int.max, checked by the C reader
-        if largeLength != total || large.isEmpty {
-            largeLength = total
-            largeFilled = 0
-            // What arrived so far is the part already in the ring: allocate
-            // for twice that (at least 4 KiB), never for what is only claimed.
-            let buffered = Int(toby_reader_buffered(reader))
-            let first = Swift.max(TobyReceiver.largeInitialAllocation, 2 * buffered)
-            large = TobyReceiver.uninitializedBytes(Swift.min(total, first))
+        if !large.isActive || large.length != total {
+            large.start(length: total, arrived: Int(toby_reader_buffered(reader)) + receivedUnread(socket.fd))
         }
-        while largeFilled < total {
+        let fd = socket.fd
+        while !large.isComplete {
             if isClosed { return false }  // `step` ends the stream
-            if largeFilled == large.count {
-                // Every byte of `large` has arrived: doubling stays within 2x.
-                let grown = Swift.min(total, large.count * 2)
-                large = TobyReceiver.uninitializedBytes(grown, copying: large, count: largeFilled)
+            let n = try large.read(queued: { receivedUnread(fd) }) { (room, count) throws(TobyError) -> Int in
+                // 0 (never a fill's result): a shutdown began, read nothing.
+                try parked(flags == 0) { toby_reader_direct_fill(reader, room, count, flags) } ?? 0
             }
-            let filled = largeFilled
-            let room = large.count - filled
-            let fill = { () throws(TobyError) -> Int in
-                self.large.withUnsafeMutableBytes { buffer in
-                    toby_reader_direct_fill(self.reader, buffer.baseAddress! + filled, room, flags)
-                }
-            }
-            guard let n = try parked(flags == 0, fill) else { return false }
-            if n > 0 {
-                largeFilled += n
-                continue
-            }
+            if n > 0 { continue }
+            if n == 0 { return false }
             if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) {
                 if try waitForData(flags: flags, deadline: deadline) { continue }
                 return false
@@ -487,7 +461,7 @@ public final class TobyReceiver: @unchecked Sendable {
         default:
             error = TobyError.fromCode(Int(status), operation: "recvmsg")
         }
-        large = []
+        large.reset()
         failure = error
         return error
     }
@@ -514,15 +488,4 @@ public final class TobyReceiver: @unchecked Sendable {
 
     /// An array of `count` bytes whose contents are about to be overwritten
     /// by a read; optionally starting with `count` bytes of `old`.
-    private static func uninitializedBytes(_ count: Int, copying old: [UInt8] = [], count keep: Int = 0) -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
-            if keep > 0 {
-                old.withUnsafeBufferPointer { source in
-                    buffer.baseAddress!.update(from: source.baseAddress!, count: keep)
-                }
-            }
-            // Bytes past `keep` are written by recvmsg before anyone reads them.
-            initialized = count
-        }
-    }
 }

@@ -545,3 +545,54 @@ final class TimerHeapTests: XCTestCase {
         XCTAssertEqual(heap.nextDeadline, .max)
     }
 }
+
+/// A server connection's large frame follows the bytes received, by the
+/// same rule as the blocking receiver's (`LargeFrame`).
+final class ServerLargeFrameMemoryTests: XCTestCase {
+    /// A value handed from a loop to the test's thread.
+    private final class Box<T>: @unchecked Sendable {
+        let lock = ConditionLock()
+        var value: T?  // guarded by lock
+    }
+
+    /// Runs `body` on `loop` and returns its result.
+    private func onLoop<T: Sendable>(_ loop: EventLoop, _ body: @escaping @Sendable () -> T) -> T {
+        let box = Box<T>()
+        loop.enqueue(.run { box.lock.withLock { box.value = body(); box.lock.broadcast() } })
+        return box.lock.withLock {
+            while box.value == nil { box.lock.wait() }
+            return box.value!
+        }
+    }
+
+    func testAnUnfinishedFrameCostsAtMostAQuarterMoreThanItsBytes() throws {
+        let group = try TobyEventLoopGroup(threads: 1)
+        defer { group.shutdown() }
+        let events = ServerEvents()
+        let server = try TobyServer.listen(port: 0, group: group) { _ in RecordingHandler(events: events) }
+        defer { server.close(gracePeriod: .zero) }
+        let peer = try connectRaw(port: server.port)
+        XCTAssertTrue(events.waitForConnections(1))
+        let connection = events.connections[0]
+        let loop = group.loops[0]
+        let length = 64 << 20
+        peer.write(TobyProtocol.prefix(length: UInt64(length)) + [7])
+        var sent = 1
+        let payload = [UInt8](repeating: 7, count: 8 << 20)
+        for chunk in [100, 10_000, 1_000_000, 8 << 20, 16 << 20] {
+            var left = chunk
+            while left > 0 {
+                let piece = min(left, payload.count)
+                peer.write(Array(payload[0..<piece]))
+                left -= piece
+            }
+            sent += chunk
+            XCTAssertTrue(ServerEvents().wait { self.onLoop(loop) { connection.largeFrameForTesting.filled } == sent },
+                          "the server read all \(sent) bytes")
+            let (allocated, filled) = onLoop(loop) { connection.largeFrameForTesting }
+            XCTAssertEqual(filled, sent)
+            XCTAssertLessThanOrEqual(allocated, max(4096, filled + filled / 4), "after \(filled) of \(length) bytes")
+        }
+        XCTAssertTrue(events.received.isEmpty, "nothing delivered before the frame is whole")
+    }
+}

@@ -55,7 +55,16 @@ public final class TobyAsyncConnection: @unchecked Sendable {
     var inboxLimit: Int { max(configuration.ringCapacity * 4, 256 << 10) }
 
     func loopReceived(_ messages: TobyMessages) {
-        let batch = TobyBatch(messages, byteOrder: configuration.byteOrder)
+        let batch: TobyBatch
+        if messages.count == 1, let framed = loop.currentDirect,
+            framed.withUnsafeBytes({ $0.baseAddress.map { $0 + Int(TOBY_PREFIX_SIZE) } }) == messages[0].bytes.baseAddress
+        {
+            // A frame larger than the ring, already framed in its own array:
+            // handed over as it is, not copied again.
+            batch = TobyBatch(frame: framed, byteOrder: configuration.byteOrder)
+        } else {
+            batch = TobyBatch(messages, byteOrder: configuration.byteOrder)
+        }
         inbox.append(batch)
         inboxBytes += batch.framedByteCount
         if inboxBytes > inboxLimit { core.holdInbound() }

@@ -55,6 +55,13 @@ public struct TobyBatch: RandomAccessCollection, Sendable {
         self.byteOrder = byteOrder
     }
 
+    /// Adopts one whole frame (prefix in `byteOrder`, then the payload).
+    init(frame: [UInt8], byteOrder: TobyConfiguration.ByteOrder) {
+        frames = frame
+        starts = [Int(TOBY_PREFIX_SIZE)]
+        self.byteOrder = byteOrder
+    }
+
     /// Bytes of all the frames, prefixes included.
     var framedByteCount: Int { frames.count }
 }

@@ -114,8 +114,9 @@ public final class TobyConnection: @unchecked Sendable {
     private var handler: (any TobyServerHandler)?
     private let reader: UnsafeMutablePointer<toby_reader>
     private var ring: UnsafeMutableRawPointer?
-    private var direct: [UInt8] = []
-    private var directFilled = 0
+    /// A frame too large for the ring, being read (its prefix is written in
+    /// front of it once complete, so it can be handed on whole).
+    private var large = LargeFrame(headroom: Int(TOBY_PREFIX_SIZE))
     private var output = OutputQueue()
     private var interest = UInt32(TOBY_LOOP_READ)
     /// Reading stopped because the output queue is above its high-water mark.
@@ -243,11 +244,15 @@ public final class TobyConnection: @unchecked Sendable {
                 markDirty()
                 return
             }
-            if let current = loop.currentDirect,
-                current.withUnsafeBytes({ $0.baseAddress }) == message.bytes.baseAddress
+            if let current = loop.currentDirect, message.order == order,
+                current.withUnsafeBytes({ $0.baseAddress.map { $0 + Int(TOBY_PREFIX_SIZE) } }) == message.bytes.baseAddress
             {
-                // A frame larger than the ring, in its own array: retain it.
-                try send(current)
+                // A frame larger than the ring, framed in its own array:
+                // retain the array and send it as it is.
+                guard state.acceptsSends else { throw sendError() }
+                try checkLength(message.count)
+                output.append(framedArray: current)
+                markDirty()
                 return
             }
         }
@@ -751,33 +756,29 @@ public final class TobyConnection: @unchecked Sendable {
         }
     }
 
-    /// A frame too large for the ring: its payload is read straight into a
-    /// buffer of its own, which grows with the bytes that arrive (64 KiB,
-    /// then doubling up to the frame's length), so a peer that announces
-    /// much and sends little costs little. Returns true once the frame was
-    /// delivered and decoding may go on.
+    /// A frame too large for the ring: its payload is read straight into
+    /// storage of its own that follows the bytes received (``LargeFrame``,
+    /// the rule the blocking receiver has too), so a peer that announces
+    /// much and sends little costs little. Complete, it is lent to the
+    /// handler with its prefix in front, so forwarding it (or an async
+    /// consumer) retains the array instead of copying it. Returns true once
+    /// the frame was delivered and decoding may go on.
     private func readDirect(_ frame: toby_frame, didRead: inout Bool) -> Bool {
         let total = Int(frame.length)
-        while true {
-            if direct.isEmpty {
-                direct = [UInt8](repeating: 0, count: min(total, 64 << 10))
-                directFilled = 0
-            } else if directFilled == direct.count && direct.count < total {
-                var grown = [UInt8](repeating: 0, count: min(total, direct.count * 2))
-                grown.withUnsafeMutableBytes { destination in
-                    direct.withUnsafeBytes { destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<directFilled])) }
-                }
-                direct = grown
-            }
-            if directFilled == total { break }
+        if !large.isActive || large.length != total {
+            large.start(length: total, arrived: Int(toby_reader_buffered(reader)) + receivedUnread(fd))
+        }
+        let fd = self.fd
+        let reader = self.reader
+        while !large.isComplete {
             // Buffered bytes are taken without a read; a read only once per event.
             if toby_reader_buffered(reader) == 0 {
                 if didRead { return false }
                 didRead = true
             }
-            let room = direct.count - directFilled
-            let filled = directFilled
-            let n = direct.withUnsafeMutableBytes { toby_reader_direct_fill(reader, $0.baseAddress! + filled, room, 0) }
+            let n = large.read(queued: { receivedUnread(fd) }) { room, count in
+                toby_reader_direct_fill(reader, room, count, 0)
+            }
             if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) { return false }
             if n < 0 {
                 var failed = toby_frame()
@@ -785,14 +786,13 @@ public final class TobyConnection: @unchecked Sendable {
                 failInput(readError(status < 0 ? status : Int32(n), failed))
                 return false
             }
-            directFilled += n
         }
-        let payload = direct
-        direct = []
-        directFilled = 0
-        loop.currentDirect = payload
-        payload.withUnsafeBytes { bytes in
-            loop.batch[0] = TobyMessage(bytes: bytes, framed: nil, order: order)
+        var framed = large.take()
+        framed.withUnsafeMutableBytes { toby_prefix_encode(UInt64(total), order, $0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
+        loop.currentDirect = framed
+        framed.withUnsafeBytes { bytes in
+            let payload = UnsafeRawBufferPointer(rebasing: bytes[Int(TOBY_PREFIX_SIZE)...])
+            loop.batch[0] = TobyMessage(bytes: payload, framed: nil, order: order)
             deliver(1)
         }
         loop.currentDirect = nil
@@ -1003,7 +1003,7 @@ public final class TobyConnection: @unchecked Sendable {
             loop.ringPool(capacity: configuration.ringCapacity).give(ring)
             self.ring = nil
         }
-        direct = []
+        large.reset()
         failOutputWaiters(error ?? .closed, unsent: unsent)
         server?.connectionClosed()
         server = nil
@@ -1068,6 +1068,10 @@ extension TobyConnection {
 
     /// Whether the descriptor is closed.
     var isClosed: Bool { state == .closed }
+
+    /// Payload bytes allocated for, and read of, the large frame being read
+    /// (loop only; tests).
+    var largeFrameForTesting: (allocated: Int, filled: Int) { (large.allocated, large.filled) }
 
     /// Queues an owned message on the loop (the async API's send).
     func enqueueOnLoop(_ message: [UInt8]) throws(TobyError) {
