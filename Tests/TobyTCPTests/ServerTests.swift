@@ -558,7 +558,12 @@ final class ServerLargeFrameMemoryTests: XCTestCase {
     /// Runs `body` on `loop` and returns its result.
     private func onLoop<T: Sendable>(_ loop: EventLoop, _ body: @escaping @Sendable () -> T) -> T {
         let box = Box<T>()
-        loop.enqueue(.run { box.lock.withLock { box.value = body(); box.lock.broadcast() } })
+        loop.enqueue(
+            .run {
+                box.lock.withLock {
+                    box.value = body(); box.lock.broadcast()
+                }
+            })
         return box.lock.withLock {
             while box.value == nil { box.lock.wait() }
             return box.value!
@@ -587,8 +592,9 @@ final class ServerLargeFrameMemoryTests: XCTestCase {
                 left -= piece
             }
             sent += chunk
-            XCTAssertTrue(ServerEvents().wait { self.onLoop(loop) { connection.largeFrameForTesting.filled } == sent },
-                          "the server read all \(sent) bytes")
+            XCTAssertTrue(
+                ServerEvents().wait { self.onLoop(loop) { connection.largeFrameForTesting.filled } == sent },
+                "the server read all \(sent) bytes")
             let (allocated, filled) = onLoop(loop) { connection.largeFrameForTesting }
             XCTAssertEqual(filled, sent)
             XCTAssertLessThanOrEqual(allocated, max(4096, filled + filled / 4), "after \(filled) of \(length) bytes")

@@ -788,7 +788,9 @@ public final class TobyConnection: @unchecked Sendable {
             }
         }
         var framed = large.take()
-        framed.withUnsafeMutableBytes { toby_prefix_encode(UInt64(total), order, $0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
+        framed.withUnsafeMutableBytes {
+            toby_prefix_encode(UInt64(total), order, $0.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        }
         loop.currentDirect = framed
         framed.withUnsafeBytes { bytes in
             let payload = UnsafeRawBufferPointer(rebasing: bytes[Int(TOBY_PREFIX_SIZE)...])
