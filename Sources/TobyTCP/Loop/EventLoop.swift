@@ -123,6 +123,13 @@ final class EventLoop: @unchecked Sendable {
         return pthread_getspecific(key) == Unmanaged.passUnretained(self).toOpaque()
     }
 
+    /// Debug builds: traps unless called on this loop's thread, where all
+    /// loop-only state lives (NIO's `assertInEventLoop`). Free in release.
+    @inline(__always)
+    func assertOnLoop(file: StaticString = #fileID, line: UInt = #line) {
+        assert(isCurrent, "loop-only state touched off its loop", file: file, line: line)
+    }
+
     /// Whether the calling thread runs any event loop (it must not block).
     static var onAnyLoop: Bool {
         guard let key = currentLoopKey else { return false }

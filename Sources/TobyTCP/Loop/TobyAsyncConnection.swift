@@ -55,6 +55,7 @@ public final class TobyAsyncConnection: @unchecked Sendable {
     var inboxLimit: Int { max(configuration.ringCapacity * 4, 256 << 10) }
 
     func loopReceived(_ messages: TobyMessages) {
+        loop.assertOnLoop()
         let batch: TobyBatch
         if messages.count == 1, let framed = loop.currentDirect,
             framed.withUnsafeBytes({ $0.baseAddress.map { $0 + Int(TOBY_PREFIX_SIZE) } }) == messages[0].bytes.baseAddress
@@ -72,6 +73,7 @@ public final class TobyAsyncConnection: @unchecked Sendable {
     }
 
     func loopEnded(_ error: TobyError?) {
+        loop.assertOnLoop()
         if ended == nil { ended = .some(error) }
         wakeConsumer()
     }
@@ -81,6 +83,7 @@ public final class TobyAsyncConnection: @unchecked Sendable {
     /// reply is owed for them); the consumer sees the end of its inbound,
     /// while its sends go on being accepted until it closes.
     func loopQuiesce() {
+        loop.assertOnLoop()
         inbox.removeAll()
         inboxHead = 0
         inboxBytes = 0
@@ -114,6 +117,7 @@ public final class TobyAsyncConnection: @unchecked Sendable {
 
     /// The next batch, or nil at the end of stream. On the loop thread.
     func nextBatchOnLoop() async throws -> TobyBatch? {
+        loop.assertOnLoop()
         while true {
             if let batch = current {
                 // A message receive took part of it (or all of it): the
@@ -135,6 +139,7 @@ public final class TobyAsyncConnection: @unchecked Sendable {
 
     /// The next message, or nil at the end of stream. On the loop thread.
     func nextMessageOnLoop() async throws -> ArraySlice<UInt8>? {
+        loop.assertOnLoop()
         while true {
             if let batch = current {
                 if currentIndex < batch.count {

@@ -380,6 +380,7 @@ public final class TobyConnection: @unchecked Sendable {
     /// is above its high-water mark (then the senders stay blocked, which
     /// is the back-pressure, and the work is taken once it drains).
     func takeForeignWork() {
+        loop.assertOnLoop()
         loop.lock.lock()
         foreignNotified = false
         guard state != .closed else {
@@ -413,6 +414,7 @@ public final class TobyConnection: @unchecked Sendable {
 
     /// On the loop, as it stops: work that arrived too late is refused.
     func refuseForeignWork() {
+        loop.assertOnLoop()
         loop.lock.lock()
         foreignOpen = false
         foreign.removeAll()
@@ -424,6 +426,7 @@ public final class TobyConnection: @unchecked Sendable {
     // MARK: Loop events
 
     func open() {
+        loop.assertOnLoop()
         handler = server?.makeHandler(self)
         armReadDeadline()
         withHandler { $0.connectionOpened(self) }
@@ -431,6 +434,7 @@ public final class TobyConnection: @unchecked Sendable {
     }
 
     func handle(events: UInt32) {
+        loop.assertOnLoop()
         let hangup = UInt32(TOBY_LOOP_HANGUP | TOBY_LOOP_ERROR)
         if events & UInt32(TOBY_LOOP_WRITE) != 0 && state != .closed {
             flushOutput()
@@ -464,6 +468,7 @@ public final class TobyConnection: @unchecked Sendable {
     }
 
     func timerFired() {
+        loop.assertOnLoop()
         timerAt = .max
         guard state != .closed else { return }
         expireOutputWaiters()
@@ -511,6 +516,7 @@ public final class TobyConnection: @unchecked Sendable {
     /// its inbound and returns), then half-close and linger. Whatever is
     /// still open at `resetAt` (monotonic ns) is reset.
     func quiesce(resetAt: UInt64) {
+        loop.assertOnLoop()
         guard state != .closed else { return }
         resetDeadline = min(resetDeadline, resetAt)
         armTimer()
@@ -603,6 +609,7 @@ public final class TobyConnection: @unchecked Sendable {
     /// After a batch (or a job) queued output: write it, and turn what the
     /// socket did not take of lent ring bytes into owned copies.
     func flushAfterBatch() {
+        loop.assertOnLoop()
         isDirty = false
         guard state != .closed else { return }
         flushOutput()
@@ -865,6 +872,7 @@ public final class TobyConnection: @unchecked Sendable {
     /// will not read again: an async task that ended); otherwise go on
     /// delivering until the peer ends too.
     func closeOnLoop(discardInput: Bool = false) {
+        loop.assertOnLoop()
         switch state {
         case .open:
             state = .closing(then: discardInput ? .linger : .readUntilEnd)
@@ -1041,6 +1049,7 @@ public final class TobyConnection: @unchecked Sendable {
 
     /// On the loop, as it stops: write what the socket takes now, then close.
     func shutDown() {
+        loop.assertOnLoop()
         if state != .closed && !output.isEmpty {
             _ = output.flush(fd: fd, iov: loop.iov, pool: loop.outputPool)
         }
@@ -1077,6 +1086,7 @@ extension TobyConnection {
 
     /// Queues an owned message on the loop (the async API's send).
     func enqueueOnLoop(_ message: [UInt8]) throws(TobyError) {
+        loop.assertOnLoop()
         try checkLength(message.count)
         guard state.acceptsSends else { throw sendError() }
         output.append(payload: message, order: order, pool: loop.outputPool)
@@ -1085,6 +1095,7 @@ extension TobyConnection {
 
     /// Queues already framed bytes in this connection's byte order.
     func enqueueFramedOnLoop(_ frames: [UInt8]) throws(TobyError) {
+        loop.assertOnLoop()
         guard state.acceptsSends else { throw sendError() }
         output.append(framedArray: frames)
         markDirty()
@@ -1095,6 +1106,7 @@ extension TobyConnection {
     /// Throws the connection's error if it fails first, `writeTimedOut` after
     /// `writeTimeout` for `.room`, or `CancellationError`.
     func waitForOutput(_ kind: OutputWaiter.Kind) async throws {
+        loop.assertOnLoop()
         if kind == .room && output.pendingBytes < highWater { return }
         if kind == .drained && output.isEmpty && !isDirty { return }
         if state == .closed { throw failure ?? TobyError.closed }
@@ -1165,6 +1177,7 @@ extension TobyConnection {
 
     /// Stops reading because an async consumer has too much unread.
     func holdInbound() {
+        loop.assertOnLoop()
         guard !inboundHeld else { return }
         inboundHeld = true
         updateInterest()
@@ -1173,6 +1186,7 @@ extension TobyConnection {
     /// Reads again once the consumer caught up; frames already in the ring
     /// are delivered at once (no readiness event would report them).
     func releaseInbound() {
+        loop.assertOnLoop()
         guard inboundHeld else { return }
         inboundHeld = false
         guard state != .closed else { return }
