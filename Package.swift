@@ -39,7 +39,7 @@ let package = Package(
             name: "TobyTCPServiceLifecycle",
             dependencies: ["TobyTCP", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
-        // Command-line tool built on the public API only.
+        // Command-line tool built on the public API (plus the package's thread spawner).
         .executableTarget(
             name: "toby",
             dependencies: [

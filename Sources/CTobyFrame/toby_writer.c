@@ -19,8 +19,6 @@ int toby_writer_init(toby_writer *w, toby_byte_order order, int fd,
     return 0;
 }
 
-void toby_writer_set_fd(toby_writer *w, int fd) { w->fd = fd; }
-
 /*
  * Fills w->iov with frames[i..] starting `offset` bytes into frames[i];
  * returns the vector count (>= 1 while i < count). Small whole frames are

@@ -84,7 +84,7 @@ struct SendCommand: ParsableCommand {
         // buffer while we are still sending to it.
         let receiver = try messenger.start()
         let replies = Replies(expected: replies, hex: hex)
-        try Threads.spawn { replies.read(from: receiver) }
+        try Threads.spawn(stackSize: connectionStack) { replies.read(from: receiver) }
 
         do {
             if messages.isEmpty {

@@ -38,7 +38,7 @@ enum Server {
         Output.line("listening on \(listener.address)")
         let live = LiveConnections()
 
-        try Threads.spawn {
+        try Threads.spawn(stackSize: connectionStack) {
             while true {
                 let messenger: TobyMessenger
                 do throws(TobyError) {
@@ -53,7 +53,7 @@ enum Server {
                 }
                 live.add(messenger)
                 do {
-                    try Threads.spawn {
+                    try Threads.spawn(stackSize: connectionStack) {
                         handle(messenger)
                         live.remove(messenger)
                     }
@@ -69,7 +69,7 @@ enum Server {
         listener.close()
         if !live.waitUntilEmpty(for: grace) {
             for messenger in live.all {
-                try? Threads.spawn { messenger.shutdown(linger: linger) }
+                try? Threads.spawn(stackSize: connectionStack) { messenger.shutdown(linger: linger) }
             }
             _ = live.waitUntilEmpty(for: linger + .seconds(1))
         }
@@ -223,7 +223,7 @@ enum IdleMemory {
     static func trimWhenIdle(connections: @escaping @Sendable () -> Int) {
         guard let symbol = dlsym(library, "malloc_trim") else { return }
         let trim = unsafeBitCast(symbol, to: Trim.self)
-        try? Threads.spawn {
+        try? Threads.spawn(stackSize: connectionStack) {
             var busySinceTrim = false
             while true {
                 sleep(1)
@@ -238,51 +238,10 @@ enum IdleMemory {
     }
 }
 
-/// Threads without Foundation: one pthread per body, detached or joinable.
-enum Threads {
-    private final class Body {
-        let run: @Sendable () -> Void
-        init(_ run: @escaping @Sendable () -> Void) { self.run = run }
-    }
-
-    struct Handle: @unchecked Sendable {
-        fileprivate let thread: pthread_t
-
-        func join() {
-            _ = pthread_join(thread, nil)
-        }
-    }
-
-    /// Starts a detached thread.
-    static func spawn(_ body: @escaping @Sendable () -> Void) throws {
-        let handle = try start(body)
-        _ = pthread_detach(handle.thread)
-    }
-
-    /// Starts a thread to be joined with ``Handle/join()``.
-    static func start(_ body: @escaping @Sendable () -> Void) throws -> Handle {
-        let context = Unmanaged.passRetained(Body(body)).toOpaque()
-        var thread = pthread_t()
-        // A connection thread needs little stack; 512 KiB instead of the
-        // usual 8 MiB keeps thousands of connections cheap in address space.
-        var attributes = pthread_attr_t()
-        pthread_attr_init(&attributes)
-        defer { pthread_attr_destroy(&attributes) }
-        pthread_attr_setstacksize(&attributes, 512 << 10)
-        let rc = pthread_create(
-            &thread, &attributes,
-            { context in
-                let body = Unmanaged<Body>.fromOpaque(context!).takeRetainedValue()
-                body.run()
-                return nil
-            }, context)
-        guard rc == 0 else {
-            Unmanaged<Body>.fromOpaque(context).release()
-            throw ToolError("cannot start a thread: \(String(cString: strerror(rc)))")
-        }
-        return Handle(thread: thread)
-    }
-}
+/// A connection thread needs little stack: 512 KiB instead of the usual
+/// 8 MiB keeps thousands of connections cheap in address space. (The
+/// threads are the library's `Threads`, shared with the benchmarks.)
+let connectionStack = 512 << 10
 
 /// A self-pipe: the signal handler writes the signal number into it, and
 /// ``wait()`` reads it on an ordinary thread, where closing and exiting are

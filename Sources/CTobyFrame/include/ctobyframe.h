@@ -391,11 +391,6 @@ size_t toby_reader_take(toby_reader *r, toby_span *out, size_t max);
  *  back to its pool when this is 0). */
 size_t toby_reader_buffered(const toby_reader *r);
 
-/** Changes the descriptor the writer sends on. Its scratch space holds no
- *  state between toby_writer_write() calls (progress lives in the caller's
- *  index/offset), so one writer may serve many connections in turn. */
-void toby_writer_set_fd(toby_writer *w, int fd);
-
 /**
  * One gather write of raw bytes: sendmsg(iov[0..count)) with MSG_NOSIGNAL |
  * `flags`, EINTR retried. For output that is already framed (a loop's

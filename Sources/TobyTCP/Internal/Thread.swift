@@ -34,7 +34,6 @@ package enum Threads {
     /// - Parameter stackSize: Bytes of stack, or nil for the system default.
     /// - Throws: ``TobyError/system(operation:errno:)`` for `pthread_create`.
     package static func start(stackSize: Int? = nil, _ body: @escaping @Sendable () -> Void) throws(TobyError) -> Handle {
-        let context = Unmanaged.passRetained(Body(body)).toOpaque()
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
         defer { pthread_attr_destroy(&attributes) }
@@ -42,6 +41,7 @@ package enum Threads {
             let rc = pthread_attr_setstacksize(&attributes, stackSize)
             if rc != 0 { throw .system(operation: "pthread_attr_setstacksize", errno: rc) }
         }
+        let context = Unmanaged.passRetained(Body(body)).toOpaque()
         var thread = pthread_t()
         let rc = pthread_create(
             &thread, &attributes,
