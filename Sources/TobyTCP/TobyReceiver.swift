@@ -31,9 +31,9 @@ import Glibc
 ///
 /// **Memory bound.** A receiver holds at most its ring
 /// (``TobyConfiguration/ringCapacity``, allocated by the first receive) plus
-/// the one large frame being read, which starts at 4 KiB and doubles only as
-/// its bytes arrive: never more than twice what was received (or 4 KiB),
-/// capped at the announced length. So a peer that announces a 32 MiB frame
+/// the one large frame being read, which grows only as its bytes arrive:
+/// never more than 1.25 times what was received (or 4 KiB), capped at the
+/// announced length (the rule of `LargeFrame`, which servers share). So a peer that announces a 32 MiB frame
 /// and sends one byte costs the ring and 4 KiB, in virtual as well as
 /// resident memory. While the consumer does not call receive, nothing is
 /// read: unread data waits in the kernel's socket buffer and TCP's flow
