@@ -12,19 +12,28 @@ final class AsyncSendSliceTests: XCTestCase {
         return group
     }
 
+    /// An async server that sends each message back as the slice `messages`
+    /// yields, and a client connected to it.
+    private func sliceEcho(
+        _ configuration: TobyConfiguration, group: TobyEventLoopGroup
+    ) async throws -> (TobyServer, TobyAsyncConnection) {
+        let server = try TobyServer.serve(port: 0, configuration: configuration, group: group) { connection in
+            for try await message in connection.messages {
+                try await connection.send(message)
+            }
+        }
+        let client = try await TobyAsyncConnection.connect(
+            host: "127.0.0.1", port: server.port, configuration: configuration, group: group)
+        return (server, client)
+    }
+
     func testEchoingMessagesAsSlices() async throws {
         let group = try makeGroup()
         for order in [TobyConfiguration.ByteOrder.littleEndian, .bigEndian] {
             var configuration = TobyConfiguration()
             configuration.byteOrder = order
-            let server = try TobyServer.serve(port: 0, configuration: configuration, group: group) { connection in
-                for try await message in connection.messages {
-                    try await connection.send(message)
-                }
-            }
+            let (server, client) = try await sliceEcho(configuration, group: group)
             defer { server.close() }
-            let client = try await TobyAsyncConnection.connect(
-                host: "127.0.0.1", port: server.port, configuration: configuration, group: group)
             // Around the inline limit (copied with the prefix) and larger than
             // the ring (a buffer of its own).
             let sizes = [0, 1, 100, OutputQueue.inlineLimit, OutputQueue.inlineLimit + 1, 70_000, 1 << 20, 5]
@@ -50,14 +59,8 @@ final class AsyncSendSliceTests: XCTestCase {
         let group = try makeGroup()
         var configuration = TobyConfiguration()
         configuration.maxFrameLength = 16
-        let server = try TobyServer.serve(port: 0, configuration: configuration, group: group) { connection in
-            for try await message in connection.messages {
-                try await connection.send(message)
-            }
-        }
+        let (server, client) = try await sliceEcho(configuration, group: group)
         defer { server.close() }
-        let client = try await TobyAsyncConnection.connect(
-            host: "127.0.0.1", port: server.port, configuration: configuration, group: group)
         let bytes = [UInt8](repeating: 7, count: 40)
         do {
             try await client.send(bytes[2..<19])
