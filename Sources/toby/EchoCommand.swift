@@ -48,6 +48,7 @@ struct EchoCommand: ParsableCommand {
               toby echo --port 0 --api blocking
               toby echo --port 0 --read-timeout 30s
               toby echo --port 0 --grace 30s
+              toby echo --port 0 --stats 1s
             """)
 
     /// Which of the library's server APIs serves the connections.
@@ -72,9 +73,19 @@ struct EchoCommand: ParsableCommand {
             "Event-loop threads for --api handler (default: one per core).", valueName: "n"))
     var threads: Int?
 
+    @Option(
+        help: ArgumentHelp(
+            "Print one line of statistics to stderr every interval (1s, 500ms): connections, messages/s and MB/s each way, reads paused, accepts refused, connections ended by errors. --api handler and async.",
+            valueName: "interval"),
+        transform: DurationArgument.parse)
+    var stats: Duration?
+
     func validate() throws {
         if let threads, !(1...1024).contains(threads) {
             throw ValidationError("--threads must be in 1...1024 (got \(threads)).")
+        }
+        if stats != nil && api == .blocking {
+            throw ValidationError("--stats applies to --api handler and async (the servers that keep statistics).")
         }
         if threads != nil && api == .blocking {
             throw ValidationError("--threads applies to --api handler and async only.")
@@ -86,12 +97,13 @@ struct EchoCommand: ParsableCommand {
         switch api {
         case .handler:
             try Server.runOnLoops(
-                endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: timeouts.grace
+                endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: timeouts.grace,
+                stats: stats
             ) { _ in LoopEcho() }
         case .async:
             try Server.runOnLoops(
                 endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: timeouts.grace,
-                serve: EchoCommand.echo)
+                stats: stats, serve: EchoCommand.echo)
         case .blocking:
             try Server.run(
                 endpoint: endpoint, framing: framing, readTimeout: readTimeout, grace: timeouts.grace, handle: EchoCommand.echo)

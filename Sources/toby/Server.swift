@@ -84,9 +84,11 @@ extension Server {
     /// connection may go without completing a message.
     static func runOnLoops(
         endpoint: EndpointOptions, framing: FramingOptions, readTimeout: Duration? = nil, threads: Int?, grace: Duration,
-        handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
+        stats: Duration? = nil, handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
     ) throws -> Never {
-        try runOnLoops(endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: grace) {
+        try runOnLoops(
+            endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: grace, stats: stats
+        ) {
             configuration, group throws(TobyError) in
             if let unixPath = endpoint.unixPath {
                 return try TobyServer.listen(unixPath: unixPath, configuration: configuration, group: group, handler: handler)
@@ -100,9 +102,11 @@ extension Server {
     /// As above, serving each connection with an async task on its loop.
     static func runOnLoops(
         endpoint: EndpointOptions, framing: FramingOptions, readTimeout: Duration? = nil, threads: Int?, grace: Duration,
-        serve body: @escaping @Sendable (TobyAsyncConnection) async throws -> Void
+        stats: Duration? = nil, serve body: @escaping @Sendable (TobyAsyncConnection) async throws -> Void
     ) throws -> Never {
-        try runOnLoops(endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: grace) {
+        try runOnLoops(
+            endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: grace, stats: stats
+        ) {
             configuration, group throws(TobyError) in
             if let unixPath = endpoint.unixPath {
                 return try TobyServer.serve(unixPath: unixPath, configuration: configuration, group: group, body)
@@ -115,7 +119,7 @@ extension Server {
 
     private static func runOnLoops(
         endpoint: EndpointOptions, framing: FramingOptions, readTimeout: Duration?, threads: Int?, grace: Duration,
-        start: (TobyConfiguration, TobyEventLoopGroup) throws(TobyError) -> TobyServer
+        stats: Duration?, start: (TobyConfiguration, TobyEventLoopGroup) throws(TobyError) -> TobyServer
     ) throws -> Never {
         let signals = try SignalPipe(catching: [SIGINT, SIGTERM])
         IdleMemory.limitArenas()
@@ -130,6 +134,7 @@ extension Server {
         }
         Output.line("listening on \(server.address)")
         IdleMemory.trimWhenIdle { server.connectionCount }
+        if let stats { StatsLine.start(every: stats, server: server) }
         signals.wait()
         // Stop accepting, serve for up to `grace`, then stop delivering,
         // send what is owed, end each stream and linger (TobyServer.close).

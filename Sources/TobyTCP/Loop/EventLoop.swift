@@ -82,6 +82,8 @@ final class EventLoop: @unchecked Sendable {
     private var nextWaitID: UInt64 = 0
     /// Live connections, for tests and statistics.
     private(set) var connectionCount = 0
+    /// Each server's counters on this loop, by server id (loop only).
+    private var serverCounters: [Int: ServerCounters] = [:]
 
     private init(index: Int, loop: UnsafeMutablePointer<toby_loop>) {
         self.index = index
@@ -280,6 +282,14 @@ final class EventLoop: @unchecked Sendable {
             _ = Glibc.close(fd)
             server.noteAcceptFailure(error)
         }
+    }
+
+    /// This loop's counters for `server` (made on first use; loop only).
+    func counters(for server: ServerCore) -> ServerCounters {
+        if let counters = serverCounters[server.id] { return counters }
+        let counters = ServerCounters()
+        serverCounters[server.id] = counters
+        return counters
     }
 
     /// Called by a connection as it closes its descriptor.

@@ -266,7 +266,7 @@ public final class TobyAsyncConnection: @unchecked Sendable {
                     throw TobyError.frameTooLarge(
                         length: UInt64(batch[index].count), limit: UInt64(self.configuration.maxFrameLength), prefix: [])
                 }
-                try self.core.enqueueFramedOnLoop(batch.frames)
+                try self.core.enqueueFramedOnLoop(batch.frames, count: batch.count)
             } else {
                 for message in batch { try self.core.enqueueOnLoop(Array(message)) }
             }

@@ -133,6 +133,8 @@ public final class TobyConnection: @unchecked Sendable {
     private var outputWaiters: [OutputWaiter] = []
     private var nextWaiterID = 0
     private var isDirty = false
+    /// This loop's counters for the server (loop only: plain additions).
+    private let counters: ServerCounters
     /// Other threads' work was left for the output queue to drain.
     private var foreignDeferred = false
     private var deadline: UInt64 = .max
@@ -171,6 +173,8 @@ public final class TobyConnection: @unchecked Sendable {
         highWater = server.options.writeHighWaterMark
         lowWater = server.options.writeLowWaterMark
         shutdownLinger = server.options.shutdownLinger.clampedNanoseconds
+        // A client's connection (async connect) counts for nobody but itself.
+        counters = server.listenFD >= 0 ? loop.counters(for: server) : ServerCounters()
         reader = .allocate(capacity: 1)
         reader.initialize(to: toby_reader())
     }
@@ -188,14 +192,14 @@ public final class TobyConnection: @unchecked Sendable {
     ///   connection is closing or closed.
     public func send(_ bytes: UnsafeRawBufferPointer) throws(TobyError) {
         try checkLength(bytes.count)
-        if try queueIfOnLoop({ $0.append(payload: bytes, order: $1, pool: $2) }) { return }
+        if try queueIfOnLoop(1, { $0.append(payload: bytes, order: $1, pool: $2) }) { return }
         try sendForeign([[UInt8](bytes)], bytes: bytes.count)
     }
 
     /// Sends one message held by an array (retained, not copied, when large).
     public func send(_ message: [UInt8]) throws(TobyError) {
         try checkLength(message.count)
-        if try queueIfOnLoop({ $0.append(payload: message, order: $1, pool: $2) }) { return }
+        if try queueIfOnLoop(1, { $0.append(payload: message, order: $1, pool: $2) }) { return }
         try sendForeign([message], bytes: message.count)
     }
 
@@ -211,7 +215,7 @@ public final class TobyConnection: @unchecked Sendable {
             try checkLength(message.count)
             total += message.count
         }
-        let queued = try queueIfOnLoop { queue, order, pool in
+        let queued = try queueIfOnLoop(messages.count) { queue, order, pool in
             for message in messages { queue.append(payload: message, order: order, pool: pool) }
         }
         if !queued { try sendForeign(messages, bytes: total) }
@@ -223,11 +227,12 @@ public final class TobyConnection: @unchecked Sendable {
     /// message over.
     @inline(__always)
     private func queueIfOnLoop(
-        _ body: (inout OutputQueue, toby_byte_order, BufferPool) -> Void
+        _ count: Int, _ body: (inout OutputQueue, toby_byte_order, BufferPool) -> Void
     ) throws(TobyError) -> Bool {
         guard loop.isCurrent else { return false }
         guard state.acceptsSends else { throw sendError() }
         body(&output, order, loop.outputPool)
+        counters.figures.messagesSent &+= count
         markDirty()
         return true
     }
@@ -241,6 +246,7 @@ public final class TobyConnection: @unchecked Sendable {
                 guard state.acceptsSends else { throw sendError() }
                 try checkLength(message.count)
                 output.append(borrowedFrame: framed, pool: loop.outputPool)
+                counters.figures.messagesSent &+= 1
                 markDirty()
                 return
             }
@@ -252,6 +258,7 @@ public final class TobyConnection: @unchecked Sendable {
                 guard state.acceptsSends else { throw sendError() }
                 try checkLength(message.count)
                 output.append(framedArray: current)
+                counters.figures.messagesSent &+= 1
                 markDirty()
                 return
             }
@@ -268,6 +275,7 @@ public final class TobyConnection: @unchecked Sendable {
         }
         let limit = configuration.maxFrameLength
         let tooLarge = output.append(forwarding: messages, order: order, limit: limit, pool: loop.outputPool)
+        counters.figures.messagesSent &+= tooLarge ?? messages.count
         markDirty()
         if let index = tooLarge {
             throw .frameTooLarge(length: UInt64(messages[index].count), limit: UInt64(limit), prefix: [])
@@ -406,6 +414,7 @@ public final class TobyConnection: @unchecked Sendable {
         }
         if state.acceptsSends {
             for message in messages { output.append(payload: message, order: order, pool: loop.outputPool) }
+            counters.figures.messagesSent &+= messages.count
             if !messages.isEmpty { markDirty() }
         }
         if close == .graceful { closeOnLoop() }
@@ -427,6 +436,7 @@ public final class TobyConnection: @unchecked Sendable {
 
     func open() {
         loop.assertOnLoop()
+        counters.figures.connectionsAccepted &+= 1
         handler = server?.makeHandler(self)
         armReadDeadline()
         withHandler { $0.connectionOpened(self) }
@@ -496,6 +506,7 @@ public final class TobyConnection: @unchecked Sendable {
             if readHeld { return }
             if let timeout = configuration.readTimeout {
                 // No frame completed in time: a silent or slow-loris peer.
+                counters.figures.readTimeouts &+= 1
                 failInput(.timedOut(timeout))
             }
         case .lingering:
@@ -547,6 +558,7 @@ public final class TobyConnection: @unchecked Sendable {
             let n = recv(fd, buffer, size, Int32(MSG_DONTWAIT))
             if n > 0 {
                 lingerQuiet = false
+                counters.figures.bytesReceived &+= n
                 continue
             }
             if n == 0 {
@@ -676,6 +688,7 @@ public final class TobyConnection: @unchecked Sendable {
                 if didRead { break decoding }
                 didRead = true
                 let n = toby_reader_fill(reader, 0)
+                if n > 0 { counters.figures.bytesReceived &+= n }
                 if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) { break decoding }
             // Data, end of stream or an error: next() tells which, in order.
             case Int32(TOBY_FRAME_DIRECT):
@@ -786,6 +799,7 @@ public final class TobyConnection: @unchecked Sendable {
             let n = large.read(queued: { receivedUnread(fd) }) { room, count in
                 toby_reader_direct_fill(reader, room, count, 0)
             }
+            if n > 0 { counters.figures.bytesReceived &+= n }
             if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) { return false }
             if n < 0 {
                 var failed = toby_frame()
@@ -811,6 +825,7 @@ public final class TobyConnection: @unchecked Sendable {
     private func deliver(_ count: Int) {
         guard count > 0, state != .closed else { return }
         armReadDeadline()
+        counters.figures.messagesReceived &+= count
         let messages = TobyMessages(base: loop.batch, count: count)
         withHandler { $0.received(messages, on: self) }
         // Replies of this batch (to this or other connections) go out now,
@@ -894,11 +909,17 @@ public final class TobyConnection: @unchecked Sendable {
     private func flushOutput() {
         guard state != .closed else { return }
         if !output.isEmpty {
-            switch output.flush(fd: fd, iov: loop.iov, pool: loop.outputPool) {
+            let unsent = output.pendingBytes
+            let result = output.flush(fd: fd, iov: loop.iov, pool: loop.outputPool)
+            counters.figures.bytesSent &+= unsent - output.pendingBytes
+            switch result {
             case .drained:
                 break
             case .wouldBlock:
-                if output.pendingBytes >= highWater { readPaused = true }
+                if output.pendingBytes >= highWater && !readPaused {
+                    readPaused = true
+                    counters.figures.readPauses &+= 1
+                }
                 if output.pendingBytes <= lowWater { resumeOutputWaiters() }
                 updateInterest()
                 return
@@ -986,6 +1007,7 @@ public final class TobyConnection: @unchecked Sendable {
         if foreignWaiters > 0 { loop.lock.broadcast() }
         loop.lock.unlock()
         for message in messages { output.append(payload: message, order: order, pool: loop.outputPool) }
+        counters.figures.messagesSent &+= messages.count
     }
 
     /// Closes the descriptor and tells the handler; the connection is over.
@@ -994,6 +1016,13 @@ public final class TobyConnection: @unchecked Sendable {
         state = .closed
         // Later sends report why it ended (a reset is not our own close).
         if failure == nil { failure = error }
+        counters.figures.connectionsClosed &+= 1
+        switch error {
+        case .frameTooLarge?: counters.figures.framesTooLarge &+= 1
+        case .truncatedFrame?: counters.figures.framesTruncated &+= 1
+        case .system(_, let code)? where code == ECONNRESET || code == EPIPE: counters.figures.resets &+= 1
+        default: break
+        }
         loop.lock.lock()
         foreignOpen = false
         foreign.removeAll()
@@ -1090,14 +1119,16 @@ extension TobyConnection {
         try checkLength(message.count)
         guard state.acceptsSends else { throw sendError() }
         output.append(payload: message, order: order, pool: loop.outputPool)
+        counters.figures.messagesSent &+= 1
         markDirty()
     }
 
     /// Queues already framed bytes in this connection's byte order.
-    func enqueueFramedOnLoop(_ frames: [UInt8]) throws(TobyError) {
+    func enqueueFramedOnLoop(_ frames: [UInt8], count: Int) throws(TobyError) {
         loop.assertOnLoop()
         guard state.acceptsSends else { throw sendError() }
         output.append(framedArray: frames)
+        counters.figures.messagesSent &+= count
         markDirty()
     }
 
@@ -1155,6 +1186,7 @@ extension TobyConnection {
         while index < outputWaiters.count {
             if outputWaiters[index].deadline <= now {
                 outputWaiters.remove(at: index).continuation.resume(throwing: TobyError.writeTimedOut(timeout))
+                counters.figures.writeTimeouts &+= 1
             } else {
                 index += 1
             }
