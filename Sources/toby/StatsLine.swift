@@ -13,7 +13,8 @@ enum StatsLine {
         let (seconds, attoseconds) = interval.components
         let microseconds = UInt32(clamping: seconds * 1_000_000 + attoseconds / 1_000_000_000_000)
         try? Threads.spawn(stackSize: connectionStack) {
-            var last = server.statistics()
+            // From zero: the first line counts everything since the start.
+            var last = TobyServer.Statistics()
             var lastTime = monotonicSeconds()
             while true {
                 usleep(microseconds)
