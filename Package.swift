@@ -8,7 +8,8 @@ import PackageDescription
 //
 // The `TobyTCP` library product depends on nothing but the Swift toolchain and
 // libc. The other packages below serve only the `toby` tool, the `benchmarks`
-// executable and the separate `TobyTCPServiceLifecycle` product; SwiftPM never
+// executable, the tests and the separate `TobyTCPServiceLifecycle`, `TobyTCPLogging` and
+// `TobyTCPMetrics` products; SwiftPM never
 // links them into a service that depends on the `TobyTCP` library alone.
 let package = Package(
     name: "TobyTCP",
@@ -17,6 +18,12 @@ let package = Package(
         // A swift-service-lifecycle `Service` for TobyServer; a product of its
         // own so that the `TobyTCP` library still depends on nothing.
         .library(name: "TobyTCPServiceLifecycle", targets: ["TobyTCPServiceLifecycle"]),
+        // Connection-level logging with swift-log (TobyServerObserver); its
+        // own product for the same reason.
+        .library(name: "TobyTCPLogging", targets: ["TobyTCPLogging"]),
+        // Server statistics as swift-metrics counters and gauges; its own
+        // product too.
+        .library(name: "TobyTCPMetrics", targets: ["TobyTCPMetrics"]),
         .executable(name: "toby", targets: ["toby"]),
     ],
     dependencies: [
@@ -25,6 +32,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        // Only TobyTCPMetricsTests (the exposition test) uses it.
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         // `swift package generate-documentation --target TobyTCP` (a command
         // plugin: nothing of it is linked into anything).
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
@@ -39,6 +50,10 @@ let package = Package(
             name: "TobyTCPServiceLifecycle",
             dependencies: ["TobyTCP", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
+        // TobyServerObserver that logs with swift-log.
+        .target(name: "TobyTCPLogging", dependencies: ["TobyTCP", .product(name: "Logging", package: "swift-log")]),
+        // TobyServer statistics reported through swift-metrics.
+        .target(name: "TobyTCPMetrics", dependencies: ["TobyTCP", .product(name: "CoreMetrics", package: "swift-metrics")]),
         // Command-line tool built on the public API (plus the package's thread spawner).
         .executableTarget(
             name: "toby",
@@ -64,6 +79,16 @@ let package = Package(
         ),
         // The README's quick start, run by TobyToolTests so it cannot rot.
         .executableTarget(name: "QuickStart", dependencies: ["TobyTCP"], path: "Examples/QuickStart"),
+        // TobyTCPMetrics exported through swift-prometheus, run by TobyToolTests.
+        .executableTarget(
+            name: "PrometheusMetrics",
+            dependencies: [
+                "TobyTCP", "TobyTCPMetrics",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            path: "Examples/PrometheusMetrics"
+        ),
         .testTarget(name: "CTobyFrameTests", dependencies: ["CTobyFrame"]),
         // Clients shared by the test targets (the shutdown probe).
         .target(name: "TobyTestSupport", dependencies: ["TobyTCP"], path: "Tests/TobyTestSupport"),
@@ -73,6 +98,19 @@ let package = Package(
             dependencies: [
                 "TobyTCPServiceLifecycle", "TobyTCP", "TobyTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .testTarget(
+            name: "TobyTCPLoggingTests",
+            dependencies: ["TobyTCPLogging", "TobyTCP", "CTobyFrame", .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(
+            name: "TobyTCPMetricsTests",
+            dependencies: [
+                "TobyTCPMetrics", "TobyTCP", "CTobyFrame",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         // Runs the built `toby` and `QuickStart` binaries as subprocesses

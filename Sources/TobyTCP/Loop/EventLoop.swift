@@ -404,7 +404,7 @@ final class EventLoop: @unchecked Sendable {
         let connection = TobyConnection(fd: fd, peer: peer, token: token, loop: self, server: core)
         slots[slot] = connection
         connectionCount += 1
-        core.connectionOpened()
+        connection.id = core.connectionOpened()
         connection.open()
         return connection
     }

@@ -18,13 +18,18 @@ final class ServerCore: @unchecked Sendable {
     let lock = ConditionLock()
     // Guarded by lock.
     private var live = 0
+    private var opened = 0
     private var acceptFailures = 0
     private var lastAcceptError: TobyError?
 
+    /// The server's address as text (empty for a client's connection).
+    let address: String
+
     init(
-        listenFD: Int32, unixPath: String?, configuration: TobyConfiguration, options: TobyServer.Options,
-        makeHandler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
+        listenFD: Int32, unixPath: String?, address: String = "", configuration: TobyConfiguration,
+        options: TobyServer.Options, makeHandler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
     ) {
+        self.address = address
         id = ServerCore.ids.withLock {
             let id = ServerCore.nextID
             ServerCore.nextID += 1
@@ -43,7 +48,15 @@ final class ServerCore: @unchecked Sendable {
         return text == "unix" ? "unix:\(unixPath)" : "unix:\(unixPath) (\(text))"
     }
 
-    func connectionOpened() { lock.withLock { live += 1 } }
+    /// Counts a new connection; returns its id, unique in the process
+    /// (this server's id, then a count).
+    func connectionOpened() -> UInt64 {
+        lock.withLock {
+            live += 1
+            opened += 1
+            return UInt64(id) << 40 | UInt64(opened)
+        }
+    }
 
     func connectionClosed() {
         lock.withLock {
@@ -57,6 +70,7 @@ final class ServerCore: @unchecked Sendable {
             acceptFailures += 1
             lastAcceptError = error
         }
+        options.observer?.acceptFailed(server: address, error: error)
     }
 
     var liveConnections: Int { lock.withLock { live } }

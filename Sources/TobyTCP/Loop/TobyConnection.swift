@@ -117,7 +117,7 @@ public final class TobyConnection: @unchecked Sendable {
     /// A frame too large for the ring, being read (its prefix is written in
     /// front of it once complete, so it can be handed on whole).
     private var large = LargeFrame(headroom: Int(TOBY_PREFIX_SIZE))
-    private var output = OutputQueue()
+    private(set) var output = OutputQueue()
     private var interest = UInt32(TOBY_LOOP_READ)
     /// Reading stopped because the output queue is above its high-water mark.
     private var readPaused = false
@@ -134,7 +134,12 @@ public final class TobyConnection: @unchecked Sendable {
     private var nextWaiterID = 0
     private var isDirty = false
     /// This loop's counters for the server (loop only: plain additions).
-    private let counters: ServerCounters
+    let counters: ServerCounters
+    /// This connection's own counters (loop only; unchecked for the same
+    /// reason as the server's, see `ServerCounters`).
+    @exclusivity(unchecked) var ownFigures = TobyConnection.Statistics()
+    /// Unique in the process; set when the server counts the connection.
+    var id: UInt64 = 0
     /// Other threads' work was left for the output queue to drain.
     private var foreignDeferred = false
     private var deadline: UInt64 = .max
@@ -232,7 +237,7 @@ public final class TobyConnection: @unchecked Sendable {
         guard loop.isCurrent else { return false }
         guard state.acceptsSends else { throw sendError() }
         body(&output, order, loop.outputPool)
-        counters.figures.messagesSent &+= count
+        countSent(count)
         markDirty()
         return true
     }
@@ -246,7 +251,7 @@ public final class TobyConnection: @unchecked Sendable {
                 guard state.acceptsSends else { throw sendError() }
                 try checkLength(message.count)
                 output.append(borrowedFrame: framed, pool: loop.outputPool)
-                counters.figures.messagesSent &+= 1
+                countSent(1)
                 markDirty()
                 return
             }
@@ -258,7 +263,7 @@ public final class TobyConnection: @unchecked Sendable {
                 guard state.acceptsSends else { throw sendError() }
                 try checkLength(message.count)
                 output.append(framedArray: current)
-                counters.figures.messagesSent &+= 1
+                countSent(1)
                 markDirty()
                 return
             }
@@ -275,7 +280,7 @@ public final class TobyConnection: @unchecked Sendable {
         }
         let limit = configuration.maxFrameLength
         let tooLarge = output.append(forwarding: messages, order: order, limit: limit, pool: loop.outputPool)
-        counters.figures.messagesSent &+= tooLarge ?? messages.count
+        countSent(tooLarge ?? messages.count)
         markDirty()
         if let index = tooLarge {
             throw .frameTooLarge(length: UInt64(messages[index].count), limit: UInt64(limit), prefix: [])
@@ -414,7 +419,7 @@ public final class TobyConnection: @unchecked Sendable {
         }
         if state.acceptsSends {
             for message in messages { output.append(payload: message, order: order, pool: loop.outputPool) }
-            counters.figures.messagesSent &+= messages.count
+            countSent(messages.count)
             if !messages.isEmpty { markDirty() }
         }
         if close == .graceful { closeOnLoop() }
@@ -437,6 +442,8 @@ public final class TobyConnection: @unchecked Sendable {
     func open() {
         loop.assertOnLoop()
         counters.figures.connectionsAccepted &+= 1
+        ownFigures.openedAt = .now
+        server?.options.observer?.connectionOpened(observerEvent)
         handler = server?.makeHandler(self)
         armReadDeadline()
         withHandler { $0.connectionOpened(self) }
@@ -558,7 +565,7 @@ public final class TobyConnection: @unchecked Sendable {
             let n = recv(fd, buffer, size, Int32(MSG_DONTWAIT))
             if n > 0 {
                 lingerQuiet = false
-                counters.figures.bytesReceived &+= n
+                countReceived(bytes: n)
                 continue
             }
             if n == 0 {
@@ -688,7 +695,7 @@ public final class TobyConnection: @unchecked Sendable {
                 if didRead { break decoding }
                 didRead = true
                 let n = toby_reader_fill(reader, 0)
-                if n > 0 { counters.figures.bytesReceived &+= n }
+                if n > 0 { countReceived(bytes: n) }
                 if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) { break decoding }
             // Data, end of stream or an error: next() tells which, in order.
             case Int32(TOBY_FRAME_DIRECT):
@@ -799,7 +806,7 @@ public final class TobyConnection: @unchecked Sendable {
             let n = large.read(queued: { receivedUnread(fd) }) { room, count in
                 toby_reader_direct_fill(reader, room, count, 0)
             }
-            if n > 0 { counters.figures.bytesReceived &+= n }
+            if n > 0 { countReceived(bytes: n) }
             if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) { return false }
             if n < 0 {
                 var failed = toby_frame()
@@ -825,7 +832,7 @@ public final class TobyConnection: @unchecked Sendable {
     private func deliver(_ count: Int) {
         guard count > 0, state != .closed else { return }
         armReadDeadline()
-        counters.figures.messagesReceived &+= count
+        countDelivered(count)
         let messages = TobyMessages(base: loop.batch, count: count)
         withHandler { $0.received(messages, on: self) }
         // Replies of this batch (to this or other connections) go out now,
@@ -911,7 +918,7 @@ public final class TobyConnection: @unchecked Sendable {
         if !output.isEmpty {
             let unsent = output.pendingBytes
             let result = output.flush(fd: fd, iov: loop.iov, pool: loop.outputPool)
-            counters.figures.bytesSent &+= unsent - output.pendingBytes
+            countWritten(bytes: unsent - output.pendingBytes)
             switch result {
             case .drained:
                 break
@@ -1007,7 +1014,7 @@ public final class TobyConnection: @unchecked Sendable {
         if foreignWaiters > 0 { loop.lock.broadcast() }
         loop.lock.unlock()
         for message in messages { output.append(payload: message, order: order, pool: loop.outputPool) }
-        counters.figures.messagesSent &+= messages.count
+        countSent(messages.count)
     }
 
     /// Closes the descriptor and tells the handler; the connection is over.
@@ -1017,6 +1024,7 @@ public final class TobyConnection: @unchecked Sendable {
         // Later sends report why it ended (a reset is not our own close).
         if failure == nil { failure = error }
         counters.figures.connectionsClosed &+= 1
+        server?.options.observer?.connectionClosed(observerEvent, error: error)
         switch error {
         case .frameTooLarge?: counters.figures.framesTooLarge &+= 1
         case .truncatedFrame?: counters.figures.framesTruncated &+= 1
@@ -1119,7 +1127,7 @@ extension TobyConnection {
         try checkLength(message.count)
         guard state.acceptsSends else { throw sendError() }
         output.append(payload: message, order: order, pool: loop.outputPool)
-        counters.figures.messagesSent &+= 1
+        countSent(1)
         markDirty()
     }
 
@@ -1128,7 +1136,7 @@ extension TobyConnection {
         loop.assertOnLoop()
         guard state.acceptsSends else { throw sendError() }
         output.append(framedArray: frames)
-        counters.figures.messagesSent &+= count
+        countSent(count)
         markDirty()
     }
 

@@ -31,6 +31,10 @@ public final class TobyServer: Sendable {
         public var writeLowWaterMark: Int
         /// The listen backlog. Default 1024.
         public var backlog: Int
+        /// Hears connection-level events (opened, closed and why, accept
+        /// failures), for logging: see ``TobyServerObserver``. Default none,
+        /// which costs nothing. Not part of `==`.
+        public var observer: (any TobyServerObserver)?
         /// On shutdown, once the grace period is over: how long a connection
         /// may take to send the replies it owes, end its stream and see the
         /// peer's end (or, the peer having acknowledged everything, its
@@ -46,6 +50,12 @@ public final class TobyServer: Sendable {
             self.writeLowWaterMark = writeLowWaterMark
             self.backlog = backlog
             self.shutdownLinger = shutdownLinger
+        }
+
+        /// Equal when every setting but the ``observer`` is.
+        public static func == (lhs: Options, rhs: Options) -> Bool {
+            lhs.writeHighWaterMark == rhs.writeHighWaterMark && lhs.writeLowWaterMark == rhs.writeLowWaterMark
+                && lhs.backlog == rhs.backlog && lhs.shutdownLinger == rhs.shutdownLinger
         }
 
         func validate() throws(TobyError) {
@@ -201,7 +211,7 @@ public final class TobyServer: Sendable {
         self.address = address
         self.port = port
         self.core = ServerCore(
-            listenFD: fd, unixPath: unixPath, configuration: configuration, options: options,
+            listenFD: fd, unixPath: unixPath, address: address, configuration: configuration, options: options,
             makeHandler: handler)
         // Register on every loop, each on its own thread.
         let failures = ConditionLock()

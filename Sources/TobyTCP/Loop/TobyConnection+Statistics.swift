@@ -1,0 +1,69 @@
+extension TobyConnection {
+    /// What one connection has carried so far.
+    public struct Statistics: Sendable, Equatable {
+        /// Messages delivered to the application.
+        public var messagesReceived = 0
+        /// Messages accepted for sending.
+        public var messagesSent = 0
+        /// Bytes read off the socket, prefixes included.
+        public var bytesReceived = 0
+        /// Bytes handed to the kernel, prefixes included.
+        public var bytesSent = 0
+        /// Bytes queued and not yet taken by the kernel.
+        public var queuedBytes = 0
+        /// When the connection was accepted.
+        public var openedAt: ContinuousClock.Instant = .now
+
+        /// Empty statistics, opened now.
+        public init() {}
+    }
+
+    /// This connection's statistics, on its loop thread (in a handler): nil
+    /// on any other thread, where the loop-only counters cannot be read
+    /// (an async connection has ``TobyAsyncConnection/statistics()``).
+    public var statistics: Statistics? {
+        guard loop.isCurrent else { return nil }
+        var figures = ownFigures
+        figures.queuedBytes = output.pendingBytes
+        return figures
+    }
+
+    @inline(__always)
+    func countReceived(bytes: Int) {
+        counters.figures.bytesReceived &+= bytes
+        ownFigures.bytesReceived &+= bytes
+    }
+
+    @inline(__always)
+    func countDelivered(_ messages: Int) {
+        counters.figures.messagesReceived &+= messages
+        ownFigures.messagesReceived &+= messages
+    }
+
+    @inline(__always)
+    func countSent(_ messages: Int) {
+        counters.figures.messagesSent &+= messages
+        ownFigures.messagesSent &+= messages
+    }
+
+    @inline(__always)
+    func countWritten(bytes: Int) {
+        counters.figures.bytesSent &+= bytes
+        ownFigures.bytesSent &+= bytes
+    }
+
+    /// What an observer is told about this connection now.
+    var observerEvent: TobyServerObserverEvent {
+        TobyServerObserverEvent(
+            id: id, peer: peer, server: server?.address ?? "", messagesReceived: ownFigures.messagesReceived,
+            messagesSent: ownFigures.messagesSent, bytesReceived: ownFigures.bytesReceived,
+            bytesSent: ownFigures.bytesSent)
+    }
+}
+
+extension TobyAsyncConnection {
+    /// This connection's statistics (read on its loop).
+    public func statistics() async throws -> TobyConnection.Statistics {
+        try await onLoop { self.core.statistics ?? TobyConnection.Statistics() }
+    }
+}
