@@ -101,4 +101,42 @@ final class ServerStatisticsTests: XCTestCase {
         for _ in 0..<count { XCTAssertEqual(peer.readFrame()?.count, payload.count) }
         XCTAssertEqual(server.statistics().messagesReceived, count, "nothing lost to back-pressure")
     }
+
+    func testEachConnectionHasItsOwnFigures() throws {
+        final class Seen: @unchecked Sendable {
+            let lock = ConditionLock()
+            var figures: TobyConnection.Statistics?  // guarded by lock
+        }
+        let seen = Seen()
+        let group = try TobyEventLoopGroup(threads: 1)
+        defer { group.shutdown() }
+        let server = try TobyServer.serve(port: 0, group: group) { connection in
+            var taken = 0
+            for try await batch in connection.batches {
+                try await connection.send(contentsOf: batch)
+                taken += batch.count
+                if taken == 10 { break }
+            }
+            try await connection.flush()
+            let figures = try await connection.statistics()
+            seen.lock.withLock {
+                seen.figures = figures
+                seen.lock.broadcast()
+            }
+        }
+        defer { server.close(gracePeriod: .zero) }
+        let started = ContinuousClock.now
+        let peer = try connectRaw(port: server.port)
+        peer.setReceiveTimeout(seconds: 10)
+        peer.write((0..<10).flatMap { _ in frame([1, 2, 3, 4, 5]) })
+        for _ in 0..<10 { XCTAssertEqual(peer.readFrame(), [1, 2, 3, 4, 5]) }
+        XCTAssertTrue(ServerEvents().wait { seen.lock.withLock { seen.figures != nil } }, "the task read its figures")
+        let figures = try XCTUnwrap(seen.lock.withLock { seen.figures })
+        XCTAssertEqual(figures.messagesReceived, 10)
+        XCTAssertEqual(figures.messagesSent, 10)
+        XCTAssertEqual(figures.bytesReceived, 130)
+        XCTAssertEqual(figures.bytesSent, 130)
+        XCTAssertEqual(figures.queuedBytes, 0, "flushed")
+        XCTAssertGreaterThanOrEqual(figures.openedAt, started)
+    }
 }
