@@ -93,20 +93,17 @@ struct EchoCommand: ParsableCommand {
     }
 
     func run() throws {
-        let readTimeout = timeouts.readTimeout
         switch api {
         case .handler:
-            try Server.runOnLoops(
-                endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: timeouts.grace,
-                stats: stats
-            ) { _ in LoopEcho() }
+            try Server.runOnLoops(endpoint: endpoint, framing: framing, timeouts: timeouts, threads: threads, stats: stats) {
+                _ in LoopEcho()
+            }
         case .async:
             try Server.runOnLoops(
-                endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: timeouts.grace,
-                stats: stats, serve: EchoCommand.echo)
+                endpoint: endpoint, framing: framing, timeouts: timeouts, threads: threads, stats: stats,
+                serve: EchoCommand.echo)
         case .blocking:
-            try Server.run(
-                endpoint: endpoint, framing: framing, readTimeout: readTimeout, grace: timeouts.grace, handle: EchoCommand.echo)
+            try Server.run(endpoint: endpoint, framing: framing, timeouts: timeouts, handle: EchoCommand.echo)
         }
     }
 

@@ -29,7 +29,7 @@ struct ListenCommand: ParsableCommand {
 
     func run() throws {
         let hex = self.hex
-        try Server.run(endpoint: endpoint, framing: framing, readTimeout: timeouts.readTimeout, grace: timeouts.grace) {
+        try Server.run(endpoint: endpoint, framing: framing, timeouts: timeouts) {
             messenger in
             ListenCommand.show(messenger, hex: hex)
         }

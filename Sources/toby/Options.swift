@@ -135,4 +135,11 @@ struct ServerTimeoutOptions: ParsableArguments {
             valueName: "duration"),
         transform: DurationArgument.parseAllowingZero)
     var grace: Duration = .seconds(5)
+
+    @Option(
+        help: ArgumentHelp(
+            "On shutdown, once the grace period is over: how long a connection may take to send what it owes and see its peer's end before it is reset.",
+            valueName: "duration"),
+        transform: DurationArgument.parse)
+    var linger: Duration = .seconds(2)
 }

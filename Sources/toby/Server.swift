@@ -13,24 +13,24 @@ enum Server {
     /// `listening on ADDRESS`, then accepts connections, each served by
     /// `handle` on a thread of its own. On a signal it closes the listener
     /// (which removes a Unix socket file) and exits with status 0.
-    /// `readTimeout` bounds every receive of the accepted messengers.
+    /// `timeouts.readTimeout` bounds every receive of the accepted messengers.
     ///
     /// On the signal it stops accepting, goes on serving the open
-    /// connections for up to `grace`, then shuts down those left
+    /// connections for up to `timeouts.grace`, then shuts down those left
     /// (``TobyMessenger/shutdown(linger:)``: no more messages delivered,
     /// every reply owed sent, the stream ended, the peer's end awaited for
-    /// up to `linger`), as the event-loop servers do.
+    /// up to `timeouts.linger`), as the event-loop servers do.
     static func run(
-        endpoint: EndpointOptions, framing: FramingOptions, readTimeout: Duration? = nil, grace: Duration,
-        linger: Duration = .seconds(2),
+        endpoint: EndpointOptions, framing: FramingOptions, timeouts: ServerTimeoutOptions,
         handle: @escaping @Sendable (TobyMessenger) -> Void
     ) throws -> Never {
+        let linger = timeouts.linger
         // Handlers first, so a signal sent as soon as the line is read is ours.
         let signals = try SignalPipe(catching: [SIGINT, SIGTERM])
         IdleMemory.limitArenas()
         let listener: TobyListener
         do {
-            listener = try endpoint.listen(configuration: try framing.configuration(readTimeout: readTimeout))
+            listener = try endpoint.listen(configuration: try framing.configuration(readTimeout: timeouts.readTimeout))
         } catch {
             Output.error(error.description)
             throw ExitCode.failure
@@ -67,7 +67,7 @@ enum Server {
 
         signals.wait()
         listener.close()
-        if !live.waitUntilEmpty(for: grace) {
+        if !live.waitUntilEmpty(for: timeouts.grace) {
             for messenger in live.all {
                 try? Threads.spawn(stackSize: connectionStack) { messenger.shutdown(linger: linger) }
             }
@@ -80,54 +80,53 @@ enum Server {
 extension Server {
     /// Runs a ``TobyServer`` on event loops until SIGINT or SIGTERM: prints
     /// `listening on ADDRESS`, serves, then stops listening (removing a Unix
-    /// socket file) and exits with status 0. `readTimeout` is the longest a
-    /// connection may go without completing a message.
+    /// socket file) and exits with status 0. `timeouts.readTimeout` is the
+    /// longest a connection may go without completing a message.
     static func runOnLoops(
-        endpoint: EndpointOptions, framing: FramingOptions, readTimeout: Duration? = nil, threads: Int?, grace: Duration,
+        endpoint: EndpointOptions, framing: FramingOptions, timeouts: ServerTimeoutOptions, threads: Int?,
         stats: Duration? = nil, handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
     ) throws -> Never {
-        try runOnLoops(
-            endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: grace, stats: stats
-        ) {
-            configuration, group throws(TobyError) in
+        try runOnLoops(endpoint: endpoint, framing: framing, timeouts: timeouts, threads: threads, stats: stats) {
+            configuration, options, group throws(TobyError) in
             if let unixPath = endpoint.unixPath {
-                return try TobyServer.listen(unixPath: unixPath, configuration: configuration, group: group, handler: handler)
+                return try TobyServer.listen(
+                    unixPath: unixPath, configuration: configuration, options: options, group: group, handler: handler)
             }
             return try TobyServer.listen(
                 host: endpoint.host ?? "127.0.0.1", port: endpoint.port ?? 0,
-                configuration: configuration, group: group, handler: handler)
+                configuration: configuration, options: options, group: group, handler: handler)
         }
     }
 
     /// As above, serving each connection with an async task on its loop.
     static func runOnLoops(
-        endpoint: EndpointOptions, framing: FramingOptions, readTimeout: Duration? = nil, threads: Int?, grace: Duration,
+        endpoint: EndpointOptions, framing: FramingOptions, timeouts: ServerTimeoutOptions, threads: Int?,
         stats: Duration? = nil, serve body: @escaping @Sendable (TobyAsyncConnection) async throws -> Void
     ) throws -> Never {
-        try runOnLoops(
-            endpoint: endpoint, framing: framing, readTimeout: readTimeout, threads: threads, grace: grace, stats: stats
-        ) {
-            configuration, group throws(TobyError) in
+        try runOnLoops(endpoint: endpoint, framing: framing, timeouts: timeouts, threads: threads, stats: stats) {
+            configuration, options, group throws(TobyError) in
             if let unixPath = endpoint.unixPath {
-                return try TobyServer.serve(unixPath: unixPath, configuration: configuration, group: group, body)
+                return try TobyServer.serve(
+                    unixPath: unixPath, configuration: configuration, options: options, group: group, body)
             }
             return try TobyServer.serve(
                 host: endpoint.host ?? "127.0.0.1", port: endpoint.port ?? 0,
-                configuration: configuration, group: group, body)
+                configuration: configuration, options: options, group: group, body)
         }
     }
 
     private static func runOnLoops(
-        endpoint: EndpointOptions, framing: FramingOptions, readTimeout: Duration?, threads: Int?, grace: Duration,
-        stats: Duration?, start: (TobyConfiguration, TobyEventLoopGroup) throws(TobyError) -> TobyServer
+        endpoint: EndpointOptions, framing: FramingOptions, timeouts: ServerTimeoutOptions, threads: Int?,
+        stats: Duration?,
+        start: (TobyConfiguration, TobyServer.Options, TobyEventLoopGroup) throws(TobyError) -> TobyServer
     ) throws -> Never {
         let signals = try SignalPipe(catching: [SIGINT, SIGTERM])
         IdleMemory.limitArenas()
         let server: TobyServer
         do {
-            let configuration = try framing.configuration(readTimeout: readTimeout)
+            let configuration = try framing.configuration(readTimeout: timeouts.readTimeout)
             let group = try TobyEventLoopGroup(threads: threads ?? TobyEventLoopGroup.coreCount)
-            server = try start(configuration, group)
+            server = try start(configuration, TobyServer.Options(shutdownLinger: timeouts.linger), group)
         } catch {
             Output.error(error.description)
             throw ExitCode.failure
@@ -138,7 +137,7 @@ extension Server {
         signals.wait()
         // Stop accepting, serve for up to `grace`, then stop delivering,
         // send what is owed, end each stream and linger (TobyServer.close).
-        server.close(gracePeriod: grace)
+        server.close(gracePeriod: timeouts.grace)
         exit(0)
     }
 }

@@ -50,20 +50,19 @@ extension TobyServer {
                 + "reads paused \(readPauses); write timeouts \(writeTimeouts)"
         }
 
+        /// The figures that loops count and a snapshot sums (the rest, open
+        /// connections and accept failures, the server counts itself).
+        static var loopCounted: [WritableKeyPath<Statistics, Int>] {
+            [
+                \.connectionsAccepted, \.connectionsClosed, \.messagesReceived, \.bytesReceived, \.messagesSent,
+                \.bytesSent, \.framesTooLarge, \.framesTruncated, \.readTimeouts, \.resets, \.readPauses,
+                \.writeTimeouts,
+            ]
+        }
+
         /// Adds another share (a loop's) to these figures.
         mutating func add(_ other: Statistics) {
-            connectionsAccepted += other.connectionsAccepted
-            connectionsClosed += other.connectionsClosed
-            messagesReceived += other.messagesReceived
-            bytesReceived += other.bytesReceived
-            messagesSent += other.messagesSent
-            bytesSent += other.bytesSent
-            framesTooLarge += other.framesTooLarge
-            framesTruncated += other.framesTruncated
-            readTimeouts += other.readTimeouts
-            resets += other.resets
-            readPauses += other.readPauses
-            writeTimeouts += other.writeTimeouts
+            for field in Statistics.loopCounted { self[keyPath: field] += other[keyPath: field] }
         }
     }
 
