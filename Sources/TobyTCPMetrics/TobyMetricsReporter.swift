@@ -49,10 +49,10 @@ public final class TobyMetricsReporter: @unchecked Sendable {
     private let connectionsOpen: Meter
     private let counters: [(KeyPath<TobyServer.Statistics, Int>, Counter)]
 
-    private var mutex = pthread_mutex_t()
-    private var last = TobyServer.Statistics()  // guarded by mutex
-    private var running = false  // guarded by mutex
-    private var generation = 0  // guarded by mutex
+    private let lock = ConditionLock()
+    private var last = TobyServer.Statistics()  // guarded by lock
+    private var running = false  // guarded by lock
+    private var generation = 0  // guarded by lock
 
     /// A reporter for `server`.
     ///
@@ -82,21 +82,16 @@ public final class TobyMetricsReporter: @unchecked Sendable {
             (\.readPauses, counter("toby_server_read_pauses_total")),
             (\.writeTimeouts, counter("toby_server_write_timeouts_total")),
         ]
-        pthread_mutex_init(&mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(&mutex)
     }
 
     /// Reports once, now: the counters grow by what changed since the last
     /// report, and the gauge takes the number of connections open.
     public func report() {
         let now = server.statistics()
-        pthread_mutex_lock(&mutex)
-        let previous = last
-        last = now
-        pthread_mutex_unlock(&mutex)
+        let previous = lock.withLock {
+            defer { last = now }
+            return last
+        }
         connectionsOpen.set(now.connectionsOpen)
         for (field, counter) in counters {
             let delta = now[keyPath: field] - previous[keyPath: field]
@@ -107,8 +102,8 @@ public final class TobyMetricsReporter: @unchecked Sendable {
     /// Reports every `interval`, on a thread of its own, until ``stop()``.
     /// Calling it again while running does nothing.
     public func start(every interval: Duration) {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
+        lock.lock()
+        defer { lock.unlock() }
         guard !running else { return }
         running = true
         generation += 1
@@ -131,14 +126,10 @@ public final class TobyMetricsReporter: @unchecked Sendable {
     /// Stops the reports that ``start(every:)`` began (after the one in
     /// progress, if any).
     public func stop() {
-        pthread_mutex_lock(&mutex)
-        running = false
-        pthread_mutex_unlock(&mutex)
+        lock.withLock { running = false }
     }
 
     private func keepsRunning(_ generation: Int) -> Bool {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return running && self.generation == generation
+        lock.withLock { running && self.generation == generation }
     }
 }

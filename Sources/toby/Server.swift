@@ -144,59 +144,33 @@ extension Server {
 
 /// The blocking server's open connections, for its shutdown.
 final class LiveConnections: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var condition = pthread_cond_t()
-    private var messengers: [ObjectIdentifier: TobyMessenger] = [:]  // guarded by mutex
-
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        var attributes = pthread_condattr_t()
-        pthread_condattr_init(&attributes)
-        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
-        pthread_cond_init(&condition, &attributes)
-        pthread_condattr_destroy(&attributes)
-    }
+    private let lock = ConditionLock()  // the library's, as its Threads are
+    private var messengers: [ObjectIdentifier: TobyMessenger] = [:]  // guarded by lock
 
     func add(_ messenger: TobyMessenger) {
-        pthread_mutex_lock(&mutex)
-        messengers[ObjectIdentifier(messenger)] = messenger
-        pthread_mutex_unlock(&mutex)
+        lock.withLock { messengers[ObjectIdentifier(messenger)] = messenger }
     }
 
     func remove(_ messenger: TobyMessenger) {
-        pthread_mutex_lock(&mutex)
-        messengers[ObjectIdentifier(messenger)] = nil
-        if messengers.isEmpty { pthread_cond_broadcast(&condition) }
-        pthread_mutex_unlock(&mutex)
+        lock.withLock {
+            messengers[ObjectIdentifier(messenger)] = nil
+            if messengers.isEmpty { lock.broadcast() }
+        }
     }
 
-    var count: Int {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return messengers.count
-    }
+    var count: Int { lock.withLock { messengers.count } }
 
-    var all: [TobyMessenger] {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return Array(messengers.values)
-    }
+    var all: [TobyMessenger] { lock.withLock { Array(messengers.values) } }
 
     /// Waits until no connection is left, at most `duration`; whether none is.
     func waitUntilEmpty(for duration: Duration) -> Bool {
-        var deadline = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &deadline)
-        let (seconds, attoseconds) = duration.components
-        var nanoseconds = Int(deadline.tv_nsec) + Int(attoseconds / 1_000_000_000)
-        deadline.tv_sec += Int(seconds) + nanoseconds / 1_000_000_000
-        nanoseconds %= 1_000_000_000
-        deadline.tv_nsec = nanoseconds
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        while !messengers.isEmpty {
-            if pthread_cond_timedwait(&condition, &mutex, &deadline) == ETIMEDOUT { return messengers.isEmpty }
+        let deadline = monotonicNanoseconds() &+ UInt64(duration / .nanoseconds(1))
+        return lock.withLock {
+            while !messengers.isEmpty {
+                if !lock.wait(untilMonotonicNanoseconds: deadline) { return messengers.isEmpty }
+            }
+            return true
         }
-        return true
     }
 }
 

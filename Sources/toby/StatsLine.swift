@@ -15,12 +15,12 @@ enum StatsLine {
         try? Threads.spawn(stackSize: connectionStack) {
             // From zero: the first line counts everything since the start.
             var last = TobyServer.Statistics()
-            var lastTime = monotonicSeconds()
+            var lastTime = monotonicNanoseconds()
             while true {
                 usleep(microseconds)
                 let now = server.statistics()
-                let time = monotonicSeconds()
-                Output.error(line(now, since: last, seconds: time - lastTime))
+                let time = monotonicNanoseconds()
+                Output.error(line(now, since: last, seconds: Double(time - lastTime) / 1e9))
                 last = now
                 lastTime = time
             }
@@ -46,11 +46,5 @@ enum StatsLine {
             + "\(megabytes(now.bytesSent, last.bytesSent)) MB/s, "
             + "paused \(now.readPauses - last.readPauses), refused \(now.acceptFailures - last.acceptFailures), "
             + "errors \(errors)"
-    }
-
-    private static func monotonicSeconds() -> Double {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
     }
 }

@@ -6,24 +6,14 @@ import Glibc
 
 /// Counts messages a server delivered to its application, from any thread.
 public final class DeliveryCounter: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var count = 0
+    private let lock = ConditionLock()
+    private var count = 0  // guarded by lock
 
-    public init() { pthread_mutex_init(&mutex, nil) }
+    public init() {}
 
-    deinit { pthread_mutex_destroy(&mutex) }
+    public func add(_ n: Int) { lock.withLock { count += n } }
 
-    public func add(_ n: Int) {
-        pthread_mutex_lock(&mutex)
-        count += n
-        pthread_mutex_unlock(&mutex)
-    }
-
-    public var value: Int {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return count
-    }
+    public var value: Int { lock.withLock { count } }
 }
 
 /// A client that pipelines numbered messages on a thread of its own, as
@@ -45,29 +35,18 @@ public final class PipeliningProbe: @unchecked Sendable {
     private let messenger: TobyMessenger
     private let receiver: TobyReceiver
     private let size: Int
-    private var stopFlag = 0  // guarded by mutex
-    private var mutex = pthread_mutex_t()
+    private let lock = ConditionLock()
+    private var stopFlag = false  // guarded by lock
 
     public init(port: Int, payloadSize: Int = 64) throws {
         messenger = try TobyMessenger.connect(host: "127.0.0.1", port: port)
         receiver = try messenger.start()
         size = max(payloadSize, 8)
-        pthread_mutex_init(&mutex, nil)
     }
 
-    deinit { pthread_mutex_destroy(&mutex) }
+    private var stopped: Bool { lock.withLock { stopFlag } }
 
-    private var stopped: Bool {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return stopFlag != 0
-    }
-
-    private func stop() {
-        pthread_mutex_lock(&mutex)
-        stopFlag = 1
-        pthread_mutex_unlock(&mutex)
-    }
+    private func stop() { lock.withLock { stopFlag = true } }
 
     /// Sends up to `count` messages (then ends its stream) while reading the
     /// echoes; once `threshold` echoes arrived, runs `trigger` on a thread of
