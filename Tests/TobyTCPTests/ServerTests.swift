@@ -517,7 +517,11 @@ final class ServerMemoryTests: XCTestCase {
         XCTAssertTrue(ServerEvents().wait { server.connectionCount == count + 50 })
         let perConnection = (residentBytes() - before) / count
         print("ServerMemoryTests: \(perConnection) bytes resident per idle connection")
-        XCTAssertLessThan(perConnection, 8 << 10, "\(perConnection) bytes resident per idle connection")
+        // Under ASan, freed memory waits in its quarantine and every block has
+        // redzones (2.5 to 11 KiB measured there): the bound holds without it.
+        if !underAddressSanitizer {
+            XCTAssertLessThan(perConnection, 8 << 10, "\(perConnection) bytes resident per idle connection")
+        }
     }
 }
 
