@@ -60,6 +60,8 @@ let package = Package(
             dependencies: [
                 "TobyTCP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                // `toby bench`'s latency percentiles.
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         // `swift run -c release benchmarks`: TobyTCP vs pure Swift vs SwiftNIO.

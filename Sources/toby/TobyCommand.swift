@@ -24,8 +24,9 @@ struct TobyCommand: ParsableCommand {
               toby send --port 15235 --replies 2 hello world
               toby listen --unix /tmp/toby.sock
               toby send --unix /tmp/toby.sock --hex 00ff10
+              toby bench --port 15235 --connections 8 --duration 10s
             """,
-        subcommands: [EchoCommand.self, SendCommand.self, ListenCommand.self])
+        subcommands: [EchoCommand.self, SendCommand.self, ListenCommand.self, BenchCommand.self])
 
     /// Ignores SIGPIPE before anything runs: a closed stdout (`toby listen |
     /// head -1`) or a gone peer then shows up as EPIPE where it is handled

@@ -233,6 +233,13 @@ final class RawSocket {
         }
     }
 
+    /// Takes ownership of a connected socket (one `accept` returned).
+    init(accepted fd: Int32) {
+        self.fd = fd
+        var timeout = timeval(tv_sec: Int(failsafeSeconds), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
     deinit { if fd >= 0 { close(fd) } }
 
     /// This end's port: with 127.0.0.1, the peer address a server names.

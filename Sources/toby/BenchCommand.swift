@@ -1,0 +1,193 @@
+import ArgumentParser
+import Histogram
+import TobyTCP
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `toby bench`'s modes.
+enum BenchMode: String, ExpressibleByArgument, CaseIterable, Sendable {
+    /// Keep `--in-flight` messages unanswered on each connection.
+    case pipeline
+    /// One message, its reply, the next message.
+    case pingPong = "ping-pong"
+    /// Send as fast as the server takes them; replies are read, not checked.
+    case oneWay = "one-way"
+}
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Load a TobyTcp server and measure it, as redis-benchmark does for Redis.",
+        discussion: """
+            Opens --connections connections (blocking messengers, a sender and \
+            a receiver thread each), sends --size byte messages for --warmup, \
+            then measures for --duration, then ends each connection cleanly \
+            and waits for the replies still owed and the server's end of stream.
+
+            Modes: pipeline keeps --in-flight messages unanswered per connection \
+            (writing as many as the window has room for in one call) and needs \
+            an echo server; ping-pong sends one message and waits for its reply \
+            (--in-flight does not apply); one-way sends as fast as the server \
+            takes them and reads back whatever comes, unchecked (any server, \
+            'toby listen' included; what the last socket buffers hold when the \
+            run ends is counted as sent).
+
+            In pipeline and ping-pong mode every byte of every reply is checked \
+            against the message it answers: a reply lost, reordered, cut or \
+            corrupted ends the run with one line on stderr naming the connection, \
+            the message and the byte, and exit status 1; so does a server that \
+            does not answer for --timeout, or ends a connection early.
+
+            A progress line goes to stderr every second (--quiet: none); the \
+            summary goes to stdout, as a table or, with --json, as one JSON object. \
+            Megabytes are 10^6 payload bytes, counted one way; latency is the \
+            time from writing a message to its whole reply arriving.
+
+            Examples:
+              toby bench --port 15235
+              toby bench --port 15235 --mode ping-pong
+              toby bench --port 15235 --connections 64 --in-flight 16 --duration 10s
+              toby bench --port 15235 --mode one-way --size 1MiB --json
+            """)
+
+    @OptionGroup(title: "Address") var endpoint: EndpointOptions
+    @OptionGroup(title: "Framing") var framing: FramingOptions
+
+    @Option(help: ArgumentHelp("pipeline, ping-pong or one-way.", valueName: "mode"))
+    var mode: BenchMode = .pipeline
+
+    @Option(name: [.customShort("c"), .long], help: ArgumentHelp("Connections to open.", valueName: "n"))
+    var connections = 1
+
+    @Option(help: ArgumentHelp("Payload bytes per message (suffixes K, M allowed).", valueName: "bytes"))
+    var size = ByteCount(bytes: 64)
+
+    @Option(
+        name: .customLong("in-flight"),
+        help: ArgumentHelp("Pipeline mode: messages kept unanswered on each connection.", valueName: "n"))
+    var inFlight = 64
+
+    @Option(
+        help: ArgumentHelp("How long to measure, after the warm-up (500ms, 5s, 1m).", valueName: "duration"),
+        transform: DurationArgument.parse)
+    var duration: Duration = .seconds(5)
+
+    @Option(
+        help: ArgumentHelp("How long to run before measuring (0: not at all).", valueName: "duration"),
+        transform: DurationArgument.parseAllowingZero)
+    var warmup: Duration = .seconds(1)
+
+    @Option(
+        help: ArgumentHelp("Fail if the server sends nothing for this long.", valueName: "duration"),
+        transform: DurationArgument.parse)
+    var timeout: Duration = .seconds(10)
+
+    @Flag(help: "Print the summary as one JSON object.")
+    var json = false
+
+    @Flag(help: "No progress line.")
+    var quiet = false
+
+    func validate() throws {
+        if endpoint.port == 0 { throw ValidationError("--port 0 has no server to load; give the server's port.") }
+        if connections < 1 { throw ValidationError("--connections must be at least 1 (got \(connections)).") }
+        if inFlight < 1 { throw ValidationError("--in-flight must be at least 1 (got \(inFlight)).") }
+        if size.bytes > framing.maxFrame.bytes {
+            throw ValidationError("--size \(size.bytes) is more than --max-frame \(framing.maxFrame.bytes).")
+        }
+    }
+
+    func run() throws {
+        do {
+            let summary = try bench()
+            Output.line(json ? summary.json : summary.table)
+        } catch let error as TobyError {
+            Output.error(error.description)
+            throw ExitCode.failure
+        } catch let error as ToolError {
+            Output.error(error.description)
+            throw ExitCode.failure
+        }
+    }
+
+    private func bench() throws -> BenchSummary {
+        let configuration = try framing.configuration(readTimeout: timeout)
+        let payloads = BenchPayloads(size: size.bytes)
+        let window = mode == .pipeline ? inFlight : 1
+        let run = BenchRun()
+        var messengers: [TobyMessenger] = []
+        messengers.reserveCapacity(connections)
+        for _ in 0..<connections { messengers.append(try endpoint.connect(configuration: configuration)) }
+
+        let start = monotonicNanoseconds()
+        let clock = BenchWindow(
+            start: start &+ warmup.nanoseconds, end: start &+ warmup.nanoseconds &+ duration.nanoseconds)
+        var threads = 0
+        var all: [BenchConnection] = []
+        for (index, messenger) in messengers.enumerated() {
+            let connection = try BenchConnection(
+                index: index, messenger: messenger, payloads: payloads, window: clock, inFlight: window, run: run)
+            all.append(connection)
+            threads += try connection.start(mode)
+        }
+        messengers.removeAll()
+
+        try watch(all, run: run, threads: threads, clock: clock)
+        var latency = all[0].latency
+        var measured = 0
+        for connection in all {
+            if connection !== all[0] { latency.add(connection.latency) }
+            measured += connection.measured
+        }
+        return BenchSummary(
+            mode: mode, connections: connections, size: size.bytes, inFlight: window,
+            byteOrder: framing.byteOrder, seconds: Double(duration.nanoseconds) / 1e9,
+            warmupSeconds: Double(warmup.nanoseconds) / 1e9, messages: measured,
+            replies: all.reduce(0) { $0 + $1.replies.load(ordering: .relaxed) },
+            latency: mode == .oneWay ? nil : latency)
+    }
+
+    /// Prints the progress line every second until every thread is done;
+    /// throws the run's first failure at once (threads a broken server
+    /// holds blocked are not waited for: the process ends).
+    private func watch(_ all: [BenchConnection], run: BenchRun, threads: Int, clock: BenchWindow) throws {
+        let tick: UInt64 = 100_000_000
+        var lastLine = monotonicNanoseconds()
+        var lastCount = 0
+        // The last message goes at `end`; the replies it is owed may take
+        // `timeout` (the receivers' own bound) and a little more.
+        let giveUp = clock.end &+ timeout.nanoseconds &* 2
+        while run.finishedThreads < threads {
+            if let failure = run.failure { throw ToolError(failure) }
+            let now = monotonicNanoseconds()
+            if now >= giveUp {
+                throw ToolError(
+                    "the server did not finish the run: not every connection ended within \(timeout) * 2 after the last message")
+            }
+            if !quiet && now &- lastLine >= 1_000_000_000 {
+                let count = all.reduce(0) {
+                    $0 + (mode == .oneWay ? $1.sent.load(ordering: .relaxed) : $1.replies.load(ordering: .relaxed))
+                }
+                Output.error(
+                    BenchSummary.progress(
+                        elapsed: Double(now &- (clock.start &- warmup.nanoseconds)) / 1e9,
+                        rate: Double(count - lastCount) * 1e9 / Double(now &- lastLine), size: size.bytes,
+                        phase: now < clock.start ? "warm-up" : now < clock.end ? "measuring" : "draining"))
+                lastCount = count
+                lastLine = now
+            }
+            usleep(UInt32(tick / 1000))
+        }
+        if let failure = run.failure { throw ToolError(failure) }
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds, saturating (the tool's durations are small).
+    var nanoseconds: UInt64 {
+        let (seconds, attoseconds) = components
+        return UInt64(clamping: seconds) &* 1_000_000_000 &+ UInt64(clamping: attoseconds / 1_000_000_000)
+    }
+}
