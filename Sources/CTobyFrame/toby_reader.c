@@ -185,7 +185,9 @@ static ssize_t receive(toby_reader *r, struct iovec *iov, int n, int flags) {
     do {
         got = r->io->recvmsg(r->io->ctx, r->fd, &msg, flags);
     } while (got == -EINTR);
-    if (got == 0) {
+    if (got > 0) {
+        r->bytes_read += (uint64_t)got;
+    } else if (got == 0) {
         r->eof = 1;
     } else if (got < 0 && got != -EAGAIN && got != -EWOULDBLOCK) {
         memset(&r->failure, 0, sizeof(r->failure));

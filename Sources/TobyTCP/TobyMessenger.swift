@@ -122,6 +122,27 @@ public final class TobyMessenger: Sendable {
         host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
+    /// What this connection has carried so far: messages its receiver
+    /// delivered, messages this messenger accepted, bytes each way (prefixes
+    /// included), bytes accepted that no writer has taken yet, and when the
+    /// messenger was made.
+    ///
+    /// Readable from any thread at any time, without waiting for a receive
+    /// or a send in progress. Each figure is exact when read; figures read
+    /// together while traffic flows may be a message apart. Counting costs no
+    /// lock or atomic read-modify-write of its own: every figure is updated
+    /// by the thread that already holds the receive or send side.
+    public var statistics: TobyConnection.Statistics {
+        var figures = TobyConnection.Statistics()
+        figures.messagesReceived = socket.messagesReceived.load(ordering: .relaxed)
+        figures.bytesReceived = socket.bytesReceived.load(ordering: .relaxed)
+        figures.messagesSent = socket.messagesSent.load(ordering: .relaxed)
+        figures.bytesSent = socket.bytesSent.load(ordering: .relaxed)
+        figures.queuedBytes = sender.pendingBytes
+        figures.openedAt = socket.openedAt
+        return figures
+    }
+
     /// Returns the receiver of this connection's messages. Call it once.
     ///
     /// - Throws: ``TobyError/alreadyStarted`` on a second call (as the crate

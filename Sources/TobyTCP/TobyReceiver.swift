@@ -222,7 +222,7 @@ public final class TobyReceiver: @unchecked Sendable {
         defer { lock.unlock() }
         // Hot path: a whole, unwrapped frame already in the ring.
         if let frame = bufferedFrame(), frame.len.1 == 0 {
-            defer { toby_reader_consume(reader) }
+            defer { consumeFrame() }
             return try lend(UnsafeRawBufferPointer(start: frame.data.0, count: frame.len.0), to: body)
         }
         let timeout = configuration.readTimeout
@@ -237,7 +237,7 @@ public final class TobyReceiver: @unchecked Sendable {
         case .owned(let message):
             return try message.withUnsafeBytes { bytes in try lend(bytes, to: body) }
         case .ring(let frame):
-            defer { toby_reader_consume(reader) }
+            defer { consumeFrame() }
             if frame.len.1 == 0 {
                 return try lend(UnsafeRawBufferPointer(start: frame.data.0, count: frame.len.0), to: body)
             }
@@ -321,6 +321,19 @@ public final class TobyReceiver: @unchecked Sendable {
         return frame
     }
 
+    /// With the lock held, after a fill: what the socket gave so far.
+    @inline(__always)
+    private func noteBytesRead() {
+        socket.bytesReceived.store(Int(truncatingIfNeeded: reader.pointee.bytes_read), ordering: .relaxed)
+    }
+
+    /// With the lock held: releases the delivered ring frame, and counts it.
+    @inline(__always)
+    private func consumeFrame() {
+        toby_reader_consume(reader)
+        socket.messagesReceived.bump(1)
+    }
+
     /// Copies a ring frame into a new array and releases it from the ring.
     @inline(__always)
     private func copyOut(_ frame: toby_frame) -> [UInt8] {
@@ -331,7 +344,7 @@ public final class TobyReceiver: @unchecked Sendable {
             // unspecialised buffer initialiser looks up generic metadata on
             // every call (Swift 6.3).
             let message = Array(UnsafeRawBufferPointer(start: frame.data.0, count: count))
-            toby_reader_consume(reader)
+            consumeFrame()
             return message
         }
         let message = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
@@ -344,7 +357,7 @@ public final class TobyReceiver: @unchecked Sendable {
             }
             initialized = count
         }
-        toby_reader_consume(reader)
+        consumeFrame()
         return message
     }
 
@@ -388,12 +401,16 @@ public final class TobyReceiver: @unchecked Sendable {
                 if isClosed { continue }  // ends the stream above
                 if complete {
                     let message = large.take()
+                    socket.messagesReceived.bump(1)
                     return .owned(message)
                 }
                 return .wouldBlock
             case Int32(TOBY_NEED_MORE):
                 guard let n = try parked(flags == 0, { toby_reader_fill(reader, flags) }) else { continue }
-                if n >= 0 { continue }
+                if n >= 0 {
+                    noteBytesRead()
+                    continue
+                }
                 if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) {
                     if try waitForData(flags: flags, deadline: deadline) { continue }
                     return .wouldBlock
@@ -432,7 +449,10 @@ public final class TobyReceiver: @unchecked Sendable {
                 // 0 (never a fill's result): a shutdown began, read nothing.
                 try parked(flags == 0) { toby_reader_direct_fill(reader, room, count, flags) } ?? 0
             }
-            if n > 0 { continue }
+            if n > 0 {
+                noteBytesRead()
+                continue
+            }
             if n == 0 { return false }
             if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) {
                 if try waitForData(flags: flags, deadline: deadline) { continue }

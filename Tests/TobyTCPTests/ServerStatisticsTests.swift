@@ -59,6 +59,41 @@ final class ServerStatisticsTests: XCTestCase {
         }
     }
 
+    /// Frames larger than the ring are read straight into their own
+    /// storage, partly from what the ring already held and with a little
+    /// read ahead into it: every byte is still counted once.
+    func testLargeFramesCountEveryByteOnce() throws {
+        let group = try TobyEventLoopGroup(threads: 1)
+        defer { group.shutdown() }
+        for api in ["handler", "async"] {
+            let server =
+                api == "handler"
+                ? try TobyServer.listen(port: 0, group: group) { _ in EchoHandler() }
+                : try TobyServer.serve(port: 0, group: group) { connection in
+                    for try await batch in connection.batches { try await connection.send(contentsOf: batch) }
+                }
+            let sizes = [1 << 20, 3, 200_000, 70_000, 0, 65_529, 65_536, 5, 300_001]
+            let peer = try connectRaw(port: server.port)
+            peer.setReceiveTimeout(seconds: 10)
+            for (index, size) in sizes.enumerated() {
+                // A small frame rides behind each, so a direct read finds
+                // ring bytes before it and reads ahead after it.
+                peer.write(frame(pattern(size, seed: UInt64(index))) + frame([7, 7]))
+                XCTAssertEqual(peer.readFrame(), pattern(size, seed: UInt64(index)), "\(api) frame \(index)")
+                XCTAssertEqual(peer.readFrame(), [7, 7], "\(api) behind frame \(index)")
+            }
+            peer.shutdownWrite()
+            XCTAssertNil(peer.readFrame())
+            waitForEnded(1, server)
+            let wire = sizes.reduce(0) { $0 + 8 + $1 + 10 }
+            let stats = server.statistics()
+            XCTAssertEqual(stats.messagesReceived, sizes.count * 2, api)
+            XCTAssertEqual(stats.bytesReceived, wire, "\(api): every byte received counted once")
+            XCTAssertEqual(stats.bytesSent, wire, "\(api): every byte echoed")
+            server.close(gracePeriod: .zero)
+        }
+    }
+
     func testBadPeersAreCountedByKind() throws {
         let group = try TobyEventLoopGroup(threads: 1)
         defer { group.shutdown() }

@@ -171,6 +171,8 @@ typedef struct toby_reader {
     int eof;                /* the peer closed its side */
     toby_byte_order order;
     toby_frame failure;     /* details of the sticky error */
+    uint64_t bytes_read;    /* every byte recvmsg returned, ring and direct
+                               destinations alike (statistics); only grows */
 } toby_reader;
 
 /**

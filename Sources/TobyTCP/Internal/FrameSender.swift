@@ -82,9 +82,12 @@ final class FrameSender: @unchecked Sendable {
 
     func send(_ message: [UInt8]) throws(TobyError) {
         try checkLength(message.count)
-        switch try admit({
-            queue.append(message); queuedBytes += message.count
-        }) {
+        switch try admit(
+            1,
+            {
+                queue.append(message); queuedBytes += message.count
+            })
+        {
         case .queued: return
         case .drain: try finishWriting(nil)
         case .writeDirectly: try finishWriting(message.withUnsafeBytes { writeOne($0) })
@@ -94,9 +97,12 @@ final class FrameSender: @unchecked Sendable {
     func send(_ bytes: UnsafeRawBufferPointer) throws(TobyError) {
         try checkLength(bytes.count)
         // Copied only if it must wait in the queue.
-        switch try admit({
-            queue.append([UInt8](bytes)); queuedBytes += bytes.count
-        }) {
+        switch try admit(
+            1,
+            {
+                queue.append([UInt8](bytes)); queuedBytes += bytes.count
+            })
+        {
         case .queued: return
         case .drain: try finishWriting(nil)
         case .writeDirectly: try finishWriting(writeOne(bytes))
@@ -106,7 +112,7 @@ final class FrameSender: @unchecked Sendable {
     func send(contentsOf messages: [[UInt8]]) throws(TobyError) {
         for message in messages { try checkLength(message.count) }
         if messages.isEmpty { return }
-        let admission = try admit {
+        let admission = try admit(messages.count) {
             queue.append(contentsOf: messages)
             for message in messages { queuedBytes += message.count }
         }
@@ -116,6 +122,9 @@ final class FrameSender: @unchecked Sendable {
         case .writeDirectly: try finishWriting(writeBatch(messages))
         }
     }
+
+    /// Bytes accepted and not yet taken by a writer.
+    var pendingBytes: Int { lock.withLock { queuedBytes } }
 
     /// Waits until every accepted message has been handed to the kernel.
     func flush() throws(TobyError) {
@@ -196,9 +205,10 @@ final class FrameSender: @unchecked Sendable {
         return nil
     }
 
-    /// Decides what happens to a new message; `enqueue` appends it to the
-    /// queue (called with the lock held, at most once).
-    private func admit(_ enqueue: () -> Void) throws(TobyError) -> Admission {
+    /// Decides what happens to `count` new messages; `enqueue` appends them
+    /// to the queue (called with the lock held, at most once). They are
+    /// counted as sent, with the lock held, once accepted.
+    private func admit(_ count: Int, _ enqueue: () -> Void) throws(TobyError) -> Admission {
         lock.lock()
         if let error = acceptError() {
             lock.unlock()
@@ -212,7 +222,7 @@ final class FrameSender: @unchecked Sendable {
             while writing && swaps == generation && failure == nil && !closed {
                 // A thread waiting for room is as good a successor as any.
                 if writerPasses >= FrameSender.passesBeforeHandoff && !successorWaiting {
-                    return try takeOver(enqueue)
+                    return try takeOver(count, enqueue)
                 }
                 waiters += 1
                 lock.wait()
@@ -227,20 +237,22 @@ final class FrameSender: @unchecked Sendable {
             // The queue is empty whenever nobody holds the writer role.
             writing = true
             writerPasses = 0
+            socket.messagesSent.bump(count)
             lock.unlock()
             return .writeDirectly
         }
         if writerPasses >= FrameSender.passesBeforeHandoff && !successorWaiting {
-            return try takeOver(enqueue)
+            return try takeOver(count, enqueue)
         }
         enqueue()
+        socket.messagesSent.bump(count)
         lock.unlock()
         return .queued
     }
 
     /// With the lock held: the writer has drained enough for others, so this
     /// thread queues its message and waits to take the writer role over.
-    private func takeOver(_ enqueue: () -> Void) throws(TobyError) -> Admission {
+    private func takeOver(_ count: Int, _ enqueue: () -> Void) throws(TobyError) -> Admission {
         enqueue()
         successorWaiting = true
         while !handoff && failure == nil {
@@ -251,6 +263,7 @@ final class FrameSender: @unchecked Sendable {
         if handoff {
             handoff = false
             writerPasses = 0
+            socket.messagesSent.bump(count)
             lock.unlock()
             return .drain
         }
@@ -350,7 +363,13 @@ final class FrameSender: @unchecked Sendable {
         var offset: UInt64 = 0
         while true {
             let rc = toby_writer_write(writer, frames, count, &index, &offset, 0)
-            if rc == 0 { return nil }
+            if rc == 0 {
+                // As the writer (one thread at a time): bump, not add.
+                var bytes = count * 8
+                for i in 0..<count { bytes += frames[i].len }
+                socket.bytesSent.bump(bytes)
+                return nil
+            }
             if rc == -EAGAIN || rc == -EWOULDBLOCK {
                 // Only with SO_SNDTIMEO or a non-blocking descriptor from the user.
                 do { try socket.waitWritable() } catch { return error }

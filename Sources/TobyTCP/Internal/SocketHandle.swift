@@ -36,6 +36,17 @@ final class SocketHandle: Sendable {
     /// The receiver saw the shutdown and ended its stream.
     let receiverStopped = Atomic<Bool>(false)
 
+    // What ``TobyMessenger/statistics`` reports. Each has one writer at a
+    // time (the receive side's lock holder; the send side's lock holder or
+    // writer), so it is bumped with a relaxed load and store, which costs
+    // what a plain increment does, and read from any thread without a lock
+    // (a receive holds its lock while it blocks).
+    let messagesReceived = Atomic<Int>(0)
+    let bytesReceived = Atomic<Int>(0)
+    let messagesSent = Atomic<Int>(0)
+    let bytesSent = Atomic<Int>(0)
+    let openedAt = ContinuousClock.now
+
     init(fd: Int32) {
         self.fd = fd
     }
@@ -85,5 +96,14 @@ final class SocketHandle: Sendable {
             if err == EINTR { continue }
             throw .system(operation: "poll", errno: err)
         }
+    }
+}
+
+extension Atomic where Value == Int {
+    /// Adds `count` for the field's only writer (see ``SocketHandle``'s
+    /// counters): not a read-modify-write, so no lock prefix.
+    @inline(__always)
+    func bump(_ count: Int) {
+        store(load(ordering: .relaxed) &+ count, ordering: .relaxed)
     }
 }

@@ -1,5 +1,8 @@
 extension TobyConnection {
-    /// What one connection has carried so far.
+    /// What one connection has carried so far: of a ``TobyConnection`` (its
+    /// ``statistics`` in a handler), a ``TobyAsyncConnection``
+    /// (``TobyAsyncConnection/statistics()``) or a ``TobyMessenger``
+    /// (``TobyMessenger/statistics``).
     public struct Statistics: Sendable, Equatable {
         /// Messages delivered to the application.
         public var messagesReceived = 0
@@ -11,7 +14,7 @@ extension TobyConnection {
         public var bytesSent = 0
         /// Bytes queued and not yet taken by the kernel.
         public var queuedBytes = 0
-        /// When the connection was accepted.
+        /// When the connection was accepted or connected.
         public var openedAt: ContinuousClock.Instant = .now
 
         /// Empty statistics, opened now.
@@ -32,6 +35,14 @@ extension TobyConnection {
     func countReceived(bytes: Int) {
         counters.figures.bytesReceived &+= bytes
         ownFigures.bytesReceived &+= bytes
+    }
+
+    /// After a fill of the frame reader: counts what it read since the last.
+    @inline(__always)
+    func countReaderBytes() {
+        let total = reader.pointee.bytes_read
+        countReceived(bytes: Int(truncatingIfNeeded: total &- readerBytesCounted))
+        readerBytesCounted = total
     }
 
     @inline(__always)

@@ -112,7 +112,7 @@ public final class TobyConnection: @unchecked Sendable {
     // Loop thread only.
     private(set) var state = State.open
     private var handler: (any TobyServerHandler)?
-    private let reader: UnsafeMutablePointer<toby_reader>
+    let reader: UnsafeMutablePointer<toby_reader>
     private var ring: UnsafeMutableRawPointer?
     /// A frame too large for the ring, being read (its prefix is written in
     /// front of it once complete, so it can be handed on whole).
@@ -138,6 +138,10 @@ public final class TobyConnection: @unchecked Sendable {
     /// This connection's own counters (loop only; unchecked for the same
     /// reason as the server's, see `ServerCounters`).
     @exclusivity(unchecked) var ownFigures = TobyConnection.Statistics()
+    /// The reader's `bytes_read` already counted (a direct fill's result
+    /// leaves out what it read ahead into the ring and includes what it took
+    /// from there, so the reader's own total is what is counted).
+    @exclusivity(unchecked) var readerBytesCounted: UInt64 = 0
     /// Unique in the process; set when the server counts the connection.
     var id: UInt64 = 0
     /// Other threads' work was left for the output queue to drain.
@@ -695,7 +699,7 @@ public final class TobyConnection: @unchecked Sendable {
                 if didRead { break decoding }
                 didRead = true
                 let n = toby_reader_fill(reader, 0)
-                if n > 0 { countReceived(bytes: n) }
+                if n > 0 { countReaderBytes() }
                 if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) { break decoding }
             // Data, end of stream or an error: next() tells which, in order.
             case Int32(TOBY_FRAME_DIRECT):
@@ -806,7 +810,7 @@ public final class TobyConnection: @unchecked Sendable {
             let n = large.read(queued: { receivedUnread(fd) }) { room, count in
                 toby_reader_direct_fill(reader, room, count, 0)
             }
-            if n > 0 { countReceived(bytes: n) }
+            if n > 0 { countReaderBytes() }
             if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) { return false }
             if n < 0 {
                 var failed = toby_frame()
