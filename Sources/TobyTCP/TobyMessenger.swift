@@ -79,43 +79,69 @@ public final class TobyMessenger: Sendable {
     ///     resolves to is tried in turn.
     ///   - port: The TCP port.
     ///   - configuration: Byte order, limits and buffer sizes.
+    ///   - observer: Told that the connect succeeded or failed (logging:
+    ///     the `TobyTCPLogging` product); nil: nothing is told.
     /// - Throws: ``TobyError/systemAtAddress(operation:address:errno:)`` for
     ///   `connect` (for example `ECONNREFUSED`, printed as `'connect' to
     ///   127.0.0.1:9 failed with '(111) Connection refused'`),
     ///   ``TobyError/unresolvableHost(host:reason:)``,
     ///   ``TobyError/invalidConfiguration(_:)`` before connecting.
     public static func connect(
-        host: String, port: Int, configuration: TobyConfiguration = .default
+        host: String, port: Int, configuration: TobyConfiguration = .default,
+        observer: (any TobyClientObserver)? = nil
     ) throws(TobyError) -> TobyMessenger {
         try configuration.validate()
         guard let port = UInt16(exactly: port) else {
             throw .invalidConfiguration("port must be in 0...65535 (got \(port))")
         }
-        var fd: Int32 = -1
-        var gaiError: Int32 = 0
-        let rc = toby_socket_connect_tcp(host, port, &fd, &gaiError)
-        if rc == TOBY_EINVAL {
-            throw .unresolvableHost(host: host, reason: String(cString: gai_strerror(gaiError)))
-        }
         let address = TobyMessenger.describe(host: host, port: port)
-        if rc != 0 { throw .systemAtAddress(operation: "connect", address: address, errno: -rc) }
-        return TobyMessenger(owning: fd, peer: address, configuration: configuration)
+        return try observed(address, observer) { () throws(TobyError) in
+            var fd: Int32 = -1
+            var gaiError: Int32 = 0
+            let rc = toby_socket_connect_tcp(host, port, &fd, &gaiError)
+            if rc == TOBY_EINVAL {
+                throw .unresolvableHost(host: host, reason: String(cString: gai_strerror(gaiError)))
+            }
+            if rc != 0 { throw .systemAtAddress(operation: "connect", address: address, errno: -rc) }
+            return TobyMessenger(owning: fd, peer: address, configuration: configuration)
+        }
     }
 
-    /// Connects to a Unix domain stream socket.
+    /// Connects to a Unix domain stream socket; `observer` as for TCP.
     ///
     /// - Throws: ``TobyError/unixPathTooLong(path:length:limit:)`` (the path
     ///   is never truncated), ``TobyError/systemAtAddress(operation:address:errno:)``,
     ///   or ``TobyError/invalidConfiguration(_:)`` before connecting.
     public static func connect(
-        unixPath: String, configuration: TobyConfiguration = .default
+        unixPath: String, configuration: TobyConfiguration = .default, observer: (any TobyClientObserver)? = nil
     ) throws(TobyError) -> TobyMessenger {
         try configuration.validate()
         try TobyListener.checkUnixPath(unixPath)
-        var fd: Int32 = -1
-        let rc = toby_socket_connect_unix(unixPath, &fd)
-        if rc != 0 { throw .systemAtAddress(operation: "connect", address: "unix:\(unixPath)", errno: -rc) }
-        return TobyMessenger(owning: fd, peer: "unix:\(unixPath)", configuration: configuration)
+        return try observed("unix:\(unixPath)", observer) { () throws(TobyError) in
+            var fd: Int32 = -1
+            let rc = toby_socket_connect_unix(unixPath, &fd)
+            if rc != 0 { throw .systemAtAddress(operation: "connect", address: "unix:\(unixPath)", errno: -rc) }
+            return TobyMessenger(owning: fd, peer: "unix:\(unixPath)", configuration: configuration)
+        }
+    }
+
+    /// Runs a connect and tells `observer` how it went.
+    private static func observed(
+        _ address: String, _ observer: (any TobyClientObserver)?,
+        _ connect: () throws(TobyError) -> TobyMessenger
+    ) throws(TobyError) -> TobyMessenger {
+        guard let observer else { return try connect() }
+        do {
+            let messenger = try connect()
+            observer.connected(
+                TobyConnectionEvent(
+                    id: ServerCore.clientConnectionID(), peer: messenger.peer, server: "", messagesReceived: 0,
+                    messagesSent: 0, bytesReceived: 0, bytesSent: 0))
+            return messenger
+        } catch {
+            observer.connectFailed(address: address, error: error)
+            throw error
+        }
     }
 
     static func describe(host: String, port: UInt16) -> String {

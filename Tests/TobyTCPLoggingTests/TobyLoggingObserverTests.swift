@@ -131,6 +131,82 @@ final class TobyLoggingObserverTests: XCTestCase {
     }
 }
 
+/// Connects are logged too: the blocking messenger's and the async API's.
+final class TobyLoggingConnectTests: XCTestCase {
+    private func observer(_ handler: RecordingLogHandler) -> TobyLoggingObserver {
+        var logger = Logger(label: "toby-test") { _ in handler }
+        logger.logLevel = .trace
+        return TobyLoggingObserver(logger: logger)
+    }
+
+    func testBlockingConnectsAreLoggedWithTheirAddress() throws {
+        let handler = RecordingLogHandler()
+        let logging = observer(handler)
+        let listener = try TobyListener(host: "127.0.0.1", port: 0)
+        let messenger = try TobyMessenger.connect(host: "127.0.0.1", port: listener.port, observer: logging)
+        XCTAssertEqual(handler.entries.map(\.message), ["connected"])
+        XCTAssertEqual(handler.entries[0].level, .trace)
+        XCTAssertEqual(handler.entries[0].metadata["network.peer.address"], "127.0.0.1:\(listener.port)")
+        XCTAssertNil(handler.entries[0].metadata["server.address"], "a connection this process opened")
+        let id = try XCTUnwrap(handler.entries[0].metadata["toby.connection.id"])
+        try messenger.close()
+
+        // A second connect gets an id of its own; a refused one is logged at debug.
+        let other = try TobyMessenger.connect(host: "127.0.0.1", port: listener.port, observer: logging)
+        XCTAssertNotEqual(handler.entries[1].metadata["toby.connection.id"], id)
+        try other.close()
+        let port = listener.port
+        listener.close()
+        XCTAssertThrowsError(try TobyMessenger.connect(host: "127.0.0.1", port: port, observer: logging))
+        XCTAssertEqual(handler.entries.count, 3)
+        XCTAssertEqual(handler.entries[2].level, .debug)
+        XCTAssertTrue(
+            handler.entries[2].message.hasPrefix("connect failed: 'connect' to 127.0.0.1:\(port) failed"),
+            handler.entries[2].message)
+        XCTAssertEqual(handler.entries[2].metadata["error.type"], "systemAtAddress")
+        XCTAssertEqual(handler.entries[2].metadata["network.peer.address"], "127.0.0.1:\(port)")
+        let path = "/tmp/toby-logging-\(getpid())-absent.sock"
+        XCTAssertThrowsError(try TobyMessenger.connect(unixPath: path, observer: logging))
+        XCTAssertEqual(handler.entries.last?.metadata["network.peer.address"], "unix:\(path)")
+    }
+
+    func testAsyncConnectsLogTheirOpenFailureAndEnd() async throws {
+        let handler = RecordingLogHandler()
+        let logging = observer(handler)
+        let group = try TobyEventLoopGroup(threads: 1)
+        defer { group.shutdown() }
+        let server = try TobyServer.listen(port: 0, group: group) { _ in Echo() }
+        let connection = try await TobyAsyncConnection.connect(
+            host: "127.0.0.1", port: server.port, group: group, observer: logging)
+        XCTAssertTrue(handler.wait(for: 1))
+        XCTAssertEqual(handler.entries[0].message, "connected")
+        XCTAssertEqual(handler.entries[0].metadata["network.peer.address"], "127.0.0.1:\(server.port)")
+        try await connection.send(Array("toby".utf8))
+        var inbound = connection.messages.makeAsyncIterator()
+        let echoed = try await inbound.next()
+        XCTAssertEqual(echoed.map(Array.init), Array("toby".utf8))
+        try await connection.close()
+        server.close(gracePeriod: .zero)
+        while try await inbound.next() != nil {}
+        XCTAssertTrue(handler.wait(for: 2), "\(handler.entries.map(\.message))")
+        let end = handler.entries[1]
+        XCTAssertEqual(end.level, .trace, end.message)
+        XCTAssertEqual(end.message, "connection closed")
+        XCTAssertEqual(end.metadata["toby.messages.sent"], "1")
+        XCTAssertEqual(end.metadata["toby.messages.received"], "1")
+        XCTAssertEqual(end.metadata["toby.connection.id"], handler.entries[0].metadata["toby.connection.id"])
+
+        let port = server.port
+        do {
+            _ = try await TobyAsyncConnection.connect(host: "127.0.0.1", port: port, group: group, observer: logging)
+            XCTFail("connected to a closed server")
+        } catch {}
+        XCTAssertEqual(handler.entries.count, 3)
+        XCTAssertEqual(handler.entries[2].level, .debug)
+        XCTAssertTrue(handler.entries[2].message.hasPrefix("connect failed: "), handler.entries[2].message)
+    }
+}
+
 /// Polls a condition the code under test reaches (no sleep as synchronisation).
 enum ServerEventsWait {
     static func until(_ condition: () -> Bool) -> Bool {

@@ -30,17 +30,28 @@ final class ServerCore: @unchecked Sendable {
         options: TobyServer.Options, makeHandler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
     ) {
         self.address = address
-        id = ServerCore.ids.withLock {
-            let id = ServerCore.nextID
-            ServerCore.nextID += 1
-            return id
-        }
+        id = ServerCore.reserveID()
         self.listenFD = listenFD
         self.unixPath = unixPath
         self.isUnix = unixPath != nil
         self.configuration = configuration
         self.options = options
         self.makeHandler = makeHandler
+    }
+
+    /// A new server id: the high bits of every connection id it hands out.
+    static func reserveID() -> Int {
+        ids.withLock {
+            let id = nextID
+            nextID += 1
+            return id
+        }
+    }
+
+    /// An id, unique in the process, for a blocking connection this process
+    /// opened (an id of its own, as if it were a server with one connection).
+    static func clientConnectionID() -> UInt64 {
+        UInt64(reserveID()) << 40 | 1
     }
 
     func describePeer(_ text: String) -> String {

@@ -13,6 +13,8 @@ extension TobyAsyncConnection {
     ///   - configuration: Framing, limits and timeouts of the connection.
     ///   - group: The loops; the connection is served by one of them.
     ///   - timeout: For each address's connect.
+    ///   - observer: Told that the connect succeeded or failed, and when
+    ///     the connection ends (logging: the `TobyTCPLogging` product).
     /// - Throws: ``TobyError/unresolvableHost(host:reason:)``,
     ///   ``TobyError/connectTimedOut(address:timeout:)``,
     ///   ``TobyError/systemAtAddress(operation:address:errno:)`` from the
@@ -20,15 +22,26 @@ extension TobyAsyncConnection {
     ///   `CancellationError` (nothing is left open then).
     public static func connect(
         host: String, port: Int, configuration: TobyConfiguration = .default,
-        group: TobyEventLoopGroup, timeout: Duration = .seconds(10)
+        group: TobyEventLoopGroup, timeout: Duration = .seconds(10), observer: (any TobyClientObserver)? = nil
     ) async throws -> TobyAsyncConnection {
         try configuration.validate()
         guard let port16 = UInt16(exactly: port) else {
             throw TobyError.invalidConfiguration("port must be in 0...65535 (got \(port))")
         }
+        let peer = TobyMessenger.describe(host: host, port: port16)
+        return try await reporting(peer, to: observer) {
+            try await connect(
+                host: host, port: port16, peer: peer, configuration: configuration, group: group, timeout: timeout,
+                observer: observer)
+        }
+    }
+
+    private static func connect(
+        host: String, port port16: UInt16, peer: String, configuration: TobyConfiguration,
+        group: TobyEventLoopGroup, timeout: Duration, observer: (any TobyClientObserver)?
+    ) async throws -> TobyAsyncConnection {
         let addresses = try await resolve(host: host, port: port16)
         let loop = group.next()
-        let peer = TobyMessenger.describe(host: host, port: port16)
         return try await withTaskExecutorPreference(loop) {
             var lastError: any Error = TobyError.unresolvableHost(host: host, reason: "no address")
             for var address in addresses {
@@ -42,7 +55,7 @@ extension TobyAsyncConnection {
                     if rc == -EINPROGRESS {
                         try await loop.waitForConnect(fd: fd, to: peer, timeout: timeout)
                     }
-                    return try adopt(fd: fd, peer: peer, configuration: configuration, loop: loop)
+                    return try adopt(fd: fd, peer: peer, configuration: configuration, loop: loop, observer: observer)
                 } catch {
                     _ = Glibc.close(fd)
                     if error is CancellationError { throw error }
@@ -60,41 +73,64 @@ extension TobyAsyncConnection {
     ///   - configuration: Framing, limits and timeouts of the connection.
     ///   - group: The loops; the connection is served by one of them.
     ///   - timeout: For the connect.
+    ///   - observer: As for TCP.
     /// - Throws: ``TobyError/unixPathTooLong(path:length:limit:)``,
     ///   ``TobyError/connectTimedOut(address:timeout:)``,
     ///   ``TobyError/systemAtAddress(operation:address:errno:)``, or `CancellationError`.
     public static func connect(
         unixPath: String, configuration: TobyConfiguration = .default,
-        group: TobyEventLoopGroup, timeout: Duration = .seconds(10)
+        group: TobyEventLoopGroup, timeout: Duration = .seconds(10), observer: (any TobyClientObserver)? = nil
     ) async throws -> TobyAsyncConnection {
         try configuration.validate()
         try TobyListener.checkUnixPath(unixPath)
         let loop = group.next()
-        return try await withTaskExecutorPreference(loop) {
-            var fd: Int32 = -1
-            let rc = toby_socket_connect_unix_start(unixPath, &fd)
-            if rc != 0 && rc != -EINPROGRESS && rc != -EAGAIN {
-                throw TobyError.systemAtAddress(operation: "connect", address: "unix:\(unixPath)", errno: -rc)
-            }
-            do {
-                if rc != 0 {
-                    try await loop.waitForConnect(fd: fd, to: "unix:\(unixPath)", timeout: timeout)
+        return try await reporting("unix:\(unixPath)", to: observer) {
+            try await withTaskExecutorPreference(loop) {
+                var fd: Int32 = -1
+                let rc = toby_socket_connect_unix_start(unixPath, &fd)
+                if rc != 0 && rc != -EINPROGRESS && rc != -EAGAIN {
+                    throw TobyError.systemAtAddress(operation: "connect", address: "unix:\(unixPath)", errno: -rc)
                 }
-                return try adopt(fd: fd, peer: "unix:\(unixPath)", configuration: configuration, loop: loop)
-            } catch {
-                _ = Glibc.close(fd)
-                throw error
+                do {
+                    if rc != 0 {
+                        try await loop.waitForConnect(fd: fd, to: "unix:\(unixPath)", timeout: timeout)
+                    }
+                    return try adopt(
+                        fd: fd, peer: "unix:\(unixPath)", configuration: configuration, loop: loop, observer: observer)
+                } catch {
+                    _ = Glibc.close(fd)
+                    throw error
+                }
             }
+        }
+    }
+
+    /// Runs a connect and tells `observer` if it failed (a connection that
+    /// opens tells it itself, from its loop). Cancellation is not a failure
+    /// of the connect, and is not reported.
+    private static func reporting(
+        _ address: String, to observer: (any TobyClientObserver)?,
+        _ connect: () async throws -> TobyAsyncConnection
+    ) async throws -> TobyAsyncConnection {
+        guard let observer else { return try await connect() }
+        do {
+            return try await connect()
+        } catch let error as TobyError {
+            observer.connectFailed(address: address, error: error)
+            throw error
         }
     }
 
     /// On `loop`: serves a connected descriptor as an async connection.
     private static func adopt(
-        fd: Int32, peer: String, configuration: TobyConfiguration, loop: EventLoop
+        fd: Int32, peer: String, configuration: TobyConfiguration, loop: EventLoop,
+        observer: (any TobyClientObserver)?
     ) throws(TobyError) -> TobyAsyncConnection {
         final class Made: @unchecked Sendable { var connection: TobyAsyncConnection? }
         let made = Made()
-        let core = ServerCore(listenFD: -1, unixPath: nil, configuration: configuration, options: .init()) { core in
+        var options = TobyServer.Options()
+        options.observer = observer.map { ClientObserverBridge(observer: $0) }
+        let core = ServerCore(listenFD: -1, unixPath: nil, configuration: configuration, options: options) { core in
             let connection = TobyAsyncConnection(core: core)
             made.connection = connection
             return AsyncClientBridge(connection: connection)

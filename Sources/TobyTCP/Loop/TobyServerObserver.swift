@@ -24,7 +24,8 @@ public struct TobyServerObserverEvent: Sendable, Equatable {
     public let id: UInt64
     /// The peer's address, as ``TobyConnection/peer``.
     public let peer: String
-    /// The server's address, as ``TobyServer/address``.
+    /// The server's address, as ``TobyServer/address``; empty for a
+    /// connection this process opened (``TobyClientObserver``).
     public let server: String
     /// Messages delivered to the application so far.
     public let messagesReceived: Int
