@@ -76,6 +76,10 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                // The observability rows: what logging and metrics cost a server.
+                "TobyTCPLogging", "TobyTCPMetrics",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             path: "Benchmarks"
         ),

@@ -65,7 +65,7 @@ struct Benchmarks: ParsableCommand {
             OneWay.scenarios(settings) + [
                 PingPong.scenario(settings), Pipelined.scenario(settings),
                 SharedSenders.scenario(settings), Connections.scenario(settings),
-            ] + EchoServers.scenarios(settings)
+            ] + EchoServers.scenarios(settings) + Observability.scenarios(settings)
         if list {
             for scenario in all { print("\(scenario.id)\t\(scenario.title)") }
             return

@@ -13,21 +13,28 @@ final class TobyServerEcho: EchoServer {
 
     let group: TobyEventLoopGroup
     let server: TobyServer
+    /// Run by `stop()` before the server closes (a metrics reporter's stop).
+    private var beforeStop: () -> Void = {}
 
-    init(loops: Int) throws {
+    /// - Parameters:
+    ///   - options: The server's options (an observer, say).
+    ///   - attach: Given the listening server; returns what `stop()` runs first.
+    init(loops: Int, options: TobyServer.Options = .init(), attach: ((TobyServer) -> () -> Void)? = nil) throws {
         group = try TobyEventLoopGroup(threads: loops)
         do {
-            server = try TobyServer.listen(host: "127.0.0.1", port: 0, group: group) { _ in Echo() }
+            server = try TobyServer.listen(host: "127.0.0.1", port: 0, options: options, group: group) { _ in Echo() }
         } catch {
             group.shutdown()
             throw error
         }
+        if let attach { beforeStop = attach(server) }
     }
 
     var port: Int { server.port }
     var accepted: Int { server.connectionCount }
 
     func stop() {
+        beforeStop()
         server.close()
         group.shutdown()
     }

@@ -67,6 +67,12 @@ struct Scenario {
     var notes: [String] = []
     /// Lines computed from the results, printed under the table (targets).
     var summary: ((ScenarioResult) -> [String])? = nil
+    /// Runs the rows in rounds (A B C, A B C, …) instead of one row after
+    /// the other, so that drift of the machine spreads over every row: for
+    /// rows that should differ by a few percent at most.
+    var interleaved = false
+    /// Runs per row instead of `Settings.runs` (more, for small differences).
+    var runs: Int? = nil
 
     /// The scenario with only the rows whose name contains `filter`.
     func keepingRows(matching filter: String?) -> Scenario {
@@ -75,7 +81,7 @@ struct Scenario {
         return Scenario(
             id: id, title: title, parameters: parameters, columns: columns, primary: primary,
             higherIsBetter: higherIsBetter, chart: chart, rows: rows.filter { $0.name.lowercased().contains(needle) },
-            notes: notes, summary: summary)
+            notes: notes, summary: summary, interleaved: interleaved, runs: runs)
     }
 
     func matches(_ filter: String?) -> Bool {
@@ -133,31 +139,41 @@ struct ScenarioResult {
     }
 }
 
-/// Runs every row of `scenario` `settings.runs` times, printing progress.
+/// Runs every row of `scenario` `settings.runs` times, printing progress:
+/// row after row, or in rounds if the scenario is `interleaved`.
 func measure(_ scenario: Scenario, settings: Settings, index: Int, total: Int) -> ScenarioResult {
-    var results: [RowResult] = []
+    var results = scenario.rows.map { row in
+        RowResult(name: row.name, family: row.family, allowsZero: Set(scenario.columns.filter(\.allowsZero).map(\.key)))
+    }
     for note in scenario.notes { progress("NOTE: \(note)") }
-    for row in scenario.rows {
-        var result = RowResult(
-            name: row.name, family: row.family, allowsZero: Set(scenario.columns.filter(\.allowsZero).map(\.key)))
-        progress("[\(index)/\(total)] \(scenario.title) · \(row.name)")
-        for run in 1...settings.runs {
-            let label = "    run \(run)/\(settings.runs)"
-            do {
-                let sample = try row.run()
-                result.samples.append(sample)
-                let shown =
-                    scenario.columns.first.map { column in
-                        "\(column.header.trimmingPrefix(" ")) \(sample.metrics[column.key].map(column.format) ?? "–")"
-                    } ?? ""
-                progress("\(label): \(shown)")
-            } catch {
-                result.error = "\(error)"
-                progress("\(label): FAILED: \(error)")
-                break
-            }
+    let runs = scenario.runs ?? settings.runs
+    func runOnce(_ rowIndex: Int, _ run: Int) {
+        let row = scenario.rows[rowIndex]
+        guard results[rowIndex].error == nil else { return }
+        let label = "    run \(run)/\(runs)" + (scenario.interleaved ? " · \(row.name)" : "")
+        do {
+            let sample = try row.run()
+            results[rowIndex].samples.append(sample)
+            let shown =
+                scenario.columns.first.map { column in
+                    "\(column.header.trimmingPrefix(" ")) \(sample.metrics[column.key].map(column.format) ?? "–")"
+                } ?? ""
+            progress("\(label): \(shown)")
+        } catch {
+            results[rowIndex].error = "\(error)"
+            progress("\(label): FAILED: \(error)")
         }
-        results.append(result)
+    }
+    if scenario.interleaved {
+        progress("[\(index)/\(total)] \(scenario.title) · \(scenario.rows.count) rows in rounds")
+        for run in 1...runs {
+            for rowIndex in scenario.rows.indices { runOnce(rowIndex, run) }
+        }
+    } else {
+        for rowIndex in scenario.rows.indices {
+            progress("[\(index)/\(total)] \(scenario.title) · \(scenario.rows[rowIndex].name)")
+            for run in 1...runs where results[rowIndex].error == nil { runOnce(rowIndex, run) }
+        }
     }
     return ScenarioResult(scenario: scenario, rows: results)
 }

@@ -324,7 +324,9 @@ public final class TobyReceiver: @unchecked Sendable {
     /// With the lock held, after a fill: what the socket gave so far.
     @inline(__always)
     private func noteBytesRead() {
+        #if !TOBY_NO_STATISTICS  // Scripts/statistics-overhead.sh
         socket.bytesReceived.store(Int(truncatingIfNeeded: reader.pointee.bytes_read), ordering: .relaxed)
+        #endif
     }
 
     /// With the lock held: releases the delivered ring frame, and counts it.

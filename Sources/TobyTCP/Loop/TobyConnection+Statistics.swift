@@ -31,36 +31,50 @@ extension TobyConnection {
         return figures
     }
 
+    // The per-message counting below compiles to nothing with
+    // `-Xswiftc -DTOBY_NO_STATISTICS`, only so that
+    // Scripts/statistics-overhead.sh can measure what it costs.
+
     @inline(__always)
     func countReceived(bytes: Int) {
+        #if !TOBY_NO_STATISTICS
         counters.figures.bytesReceived &+= bytes
         ownFigures.bytesReceived &+= bytes
+        #endif
     }
 
     /// After a fill of the frame reader: counts what it read since the last.
     @inline(__always)
     func countReaderBytes() {
+        #if !TOBY_NO_STATISTICS
         let total = reader.pointee.bytes_read
         countReceived(bytes: Int(truncatingIfNeeded: total &- readerBytesCounted))
         readerBytesCounted = total
+        #endif
     }
 
     @inline(__always)
     func countDelivered(_ messages: Int) {
+        #if !TOBY_NO_STATISTICS
         counters.figures.messagesReceived &+= messages
         ownFigures.messagesReceived &+= messages
+        #endif
     }
 
     @inline(__always)
     func countSent(_ messages: Int) {
+        #if !TOBY_NO_STATISTICS
         counters.figures.messagesSent &+= messages
         ownFigures.messagesSent &+= messages
+        #endif
     }
 
     @inline(__always)
     func countWritten(bytes: Int) {
+        #if !TOBY_NO_STATISTICS
         counters.figures.bytesSent &+= bytes
         ownFigures.bytesSent &+= bytes
+        #endif
     }
 
     /// What an observer is told about this connection now.
