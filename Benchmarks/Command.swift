@@ -92,7 +92,7 @@ struct Benchmarks: ParsableCommand {
         for (index, scenario) in selected.enumerated() {
             let result = measure(scenario, settings: settings, index: index + 1, total: selected.count)
             results.append(result)
-            print(Table.render(result, runs: settings.runs))
+            print(Table.render(result, runs: result.scenario.runs ?? settings.runs))
             print("")
         }
         let seconds = Double(nowNanoseconds() - started) / 1e9

@@ -58,10 +58,11 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
     case systemAtAddress(operation: String, address: String, errno: Int32)
 
     /// The listener ran out of file descriptors (`EMFILE` for the process,
-    /// `ENFILE` for the system) while accepting. The pending connection was
-    /// closed so that it does not stay at the head of the backlog, and the
-    /// listener stays usable: call ``TobyListener/accept()`` again once
-    /// descriptors are free (each connection closed frees one).
+    /// `ENFILE` for the system) while accepting. The pending connection
+    /// stays in the kernel's backlog, and the listener stays usable: call
+    /// ``TobyListener/accept()`` again, which pauses first (10 ms doubling to
+    /// 1 s while the shortage lasts) and accepts it once descriptors are free
+    /// (each connection closed frees one).
     case outOfDescriptors(address: String, errno: Int32)
 
     /// A host name did not resolve.
@@ -140,7 +141,7 @@ public enum TobyError: Error, Sendable, Equatable, Hashable, CustomStringConvert
             return "'\(operation)' \(preposition) \(address) failed with \(TobyError.describe(errno: errno))"
         case .outOfDescriptors(let address, let errno):
             return
-                "'accept' on \(address) failed with \(TobyError.describe(errno: errno)): out of file descriptors; the pending connection was closed, the listener is still usable, and accepting works again once descriptors are freed"
+                "'accept' on \(address) failed with \(TobyError.describe(errno: errno)): out of file descriptors; the pending connection waits in the backlog, and accepting works again once descriptors are freed"
         case .unresolvableHost(let host, let reason):
             return "cannot resolve host '\(host)': \(reason)"
         case .unixPathTooLong(let path, let length, let limit):

@@ -26,7 +26,10 @@ public final class TobyListener: @unchecked Sendable {
     private let unixPath: String?
     private let lock = ConditionLock()
     private var closed = false  // guarded by lock
-    private var spareFD: Int32 = -1  // guarded by lock; see `acceptFailedForLackOfDescriptors`
+    // Guarded by lock: running out of descriptors (see ``accept()``).
+    private var backoff: UInt64 = 0  // the current pause, ns; 0 when accepting works
+    private var retryAt: UInt64 = 0  // monotonic ns before which accept waits
+    private var failures = 0
 
     /// Listens on a TCP address.
     ///
@@ -62,7 +65,6 @@ public final class TobyListener: @unchecked Sendable {
         self.address = TobyMessenger.describe(host: host, port: bound)
         self.socket = SocketHandle(fd: fd)
         self.unixPath = nil
-        self.spareFD = TobyListener.openSpare()
     }
 
     /// Listens on a Unix domain socket at `unixPath`, which must not exist.
@@ -81,22 +83,15 @@ public final class TobyListener: @unchecked Sendable {
         self.address = "unix:\(unixPath)"
         self.socket = SocketHandle(fd: fd)
         self.unixPath = unixPath
-        self.spareFD = TobyListener.openSpare()
     }
 
     deinit {
         close()
     }
 
-    /// A descriptor held in reserve for ``accept()`` to survive `EMFILE`;
-    /// -1 if even that could not be had (accepting then still works, only
-    /// the pending connection cannot be shed when descriptors run out).
-    private static func openSpare() -> Int32 {
-        while true {
-            let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
-            if fd >= 0 || errno != EINTR { return fd }
-        }
-    }
+    /// Times ``accept()`` failed: descriptors or memory ran out, or the
+    /// kernel refused one connection (as ``TobyServer/acceptFailureCount``).
+    public var acceptFailureCount: Int { lock.withLock { failures } }
 
     static func checkUnixPath(_ path: String) throws(TobyError) {
         let limit = toby_socket_unix_path_max()
@@ -108,17 +103,16 @@ public final class TobyListener: @unchecked Sendable {
 
     /// Waits for the next connection.
     ///
-    /// - Returns: A messenger for it, with this listener's configuration.
     /// **Running out of descriptors.** When the process (`EMFILE`) or the
-    /// system (`ENFILE`) has no descriptor left for the new connection,
-    /// `accept` throws ``TobyError/outOfDescriptors(address:errno:)`` after
-    /// shedding that connection: it briefly gives up a spare descriptor the
-    /// listener keeps for this, accepts the pending connection and closes
-    /// it (its client sees the connection closed), then takes the spare
-    /// again (libuv's `uv__emfile_trick`). So a loop that calls `accept`
-    /// again does not spin on a full backlog, connections already accepted
-    /// are unaffected, and accepting works again as soon as descriptors
-    /// are freed.
+    /// system (`ENFILE`) has no descriptor left for the new connection, or
+    /// memory ran out, `accept` throws at once
+    /// (``TobyError/outOfDescriptors(address:errno:)``) and the connection
+    /// stays in the kernel's backlog, to be accepted once descriptors are
+    /// free: nothing is refused. The next call first pauses, 10 ms doubling
+    /// to 1 s while the shortage lasts, so a loop that calls `accept` again
+    /// does not spin on the connection at the head of the backlog (the event
+    /// loops of ``TobyServer`` back off the same way). ``close()`` ends a
+    /// pause at once.
     ///
     /// - Returns: A messenger for it, with this listener's configuration.
     /// - Throws: ``TobyError/closed`` once ``close()`` was called (also
@@ -126,21 +120,28 @@ public final class TobyListener: @unchecked Sendable {
     ///   ``TobyError/outOfDescriptors(address:errno:)``, or
     ///   ``TobyError/systemAtAddress(operation:address:errno:)``.
     public func accept() throws(TobyError) -> TobyMessenger {
+        try pauseAfterShortage()
         var fd: Int32 = -1
         var peer = [CChar](repeating: 0, count: 64)
         let rc = toby_socket_accept(socket.fd, &fd, &peer, peer.count)
         if rc != 0 {
             if lock.withLock({ closed }) { throw .closed }
-            if rc == -EMFILE || rc == -ENFILE {
-                shedPendingConnection()
-                throw .outOfDescriptors(address: address, errno: -rc)
+            let shortage = rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM
+            lock.withLock {
+                failures += 1
+                if shortage {
+                    backoff = backoff == 0 ? 10_000_000 : min(backoff * 2, 1_000_000_000)
+                    retryAt = monotonicNanoseconds() &+ backoff
+                }
             }
+            if rc == -EMFILE || rc == -ENFILE { throw .outOfDescriptors(address: address, errno: -rc) }
             throw .systemAtAddress(operation: "accept", address: address, errno: -rc)
         }
         if lock.withLock({ closed }) {
             _ = Glibc.close(fd)
             throw .closed
         }
+        lock.withLock { backoff = 0 }
         let described = String(decoding: peer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var peerText = described
         if let unixPath {
@@ -149,29 +150,14 @@ public final class TobyListener: @unchecked Sendable {
         return TobyMessenger(owning: fd, peer: peerText, configuration: configuration)
     }
 
-    /// After EMFILE/ENFILE: frees the spare descriptor, accepts the pending
-    /// connection without blocking and closes it, then takes the spare
-    /// again. Without this the connection would stay at the head of the
-    /// backlog and every later `accept` would fail at once.
-    private func shedPendingConnection() {
-        lock.withLock {
-            guard spareFD >= 0, !closed else { return }
-            _ = Glibc.close(spareFD)
-            spareFD = -1
-            while true {
-                // Only if a connection is still pending: another thread's
-                // accept may have taken it, and this one must not block.
-                var pfd = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
-                let ready = poll(&pfd, 1, 0)
-                if ready < 0 && errno == EINTR { continue }
-                guard ready > 0 else { break }
-                let pending = Glibc.accept(socket.fd, nil, nil)  // closed at once
-                if pending >= 0 { _ = Glibc.close(pending) }
-                if pending < 0 && errno == EINTR { continue }
-                break
-            }
-            spareFD = TobyListener.openSpare()
+    /// Waits out the pause a shortage set, unless the listener closes.
+    private func pauseAfterShortage() throws(TobyError) {
+        lock.lock()
+        defer { lock.unlock() }
+        while !closed && monotonicNanoseconds() < retryAt {
+            _ = lock.wait(untilMonotonicNanoseconds: retryAt)
         }
+        if closed { throw .closed }
     }
 
     /// Stops listening: wakes a blocked ``accept()`` (which throws
@@ -180,13 +166,10 @@ public final class TobyListener: @unchecked Sendable {
     public func close() {
         let first = lock.withLock { () -> Bool in
             defer { closed = true }
+            lock.broadcast()  // ends an accept's pause
             return !closed
         }
         guard first else { return }
-        lock.withLock {
-            if spareFD >= 0 { _ = Glibc.close(spareFD) }
-            spareFD = -1
-        }
         // shutdown wakes a thread blocked in accept(); the fd itself closes
         // with the last owner, so its number cannot be reused under it.
         socket.shutdown(Int32(SHUT_RDWR))

@@ -37,6 +37,7 @@ enum Server {
         }
         Output.line("listening on \(listener.address)")
         let live = LiveConnections()
+        let shortage = AcceptShortage()
 
         try Threads.spawn(stackSize: connectionStack) {
             while true {
@@ -46,11 +47,12 @@ enum Server {
                 } catch .closed {
                     return
                 } catch {
-                    // EMFILE and friends: say so, back off a little, go on.
-                    Output.error("accept: \(error.description)")
-                    usleep(50_000)
+                    // EMFILE and friends: said once; the listener pauses
+                    // before its next accept, and the client stays queued.
+                    shortage.failed(error)
                     continue
                 }
+                shortage.accepted(on: listener.address)
                 live.add(messenger)
                 do {
                     try Threads.spawn(stackSize: connectionStack) {
@@ -126,7 +128,9 @@ extension Server {
         do {
             let configuration = try framing.configuration(readTimeout: timeouts.readTimeout)
             let group = try TobyEventLoopGroup(threads: threads ?? TobyEventLoopGroup.coreCount)
-            server = try start(configuration, TobyServer.Options(shutdownLinger: timeouts.linger), group)
+            var options = TobyServer.Options(shutdownLinger: timeouts.linger)
+            options.observer = AcceptShortage()
+            server = try start(configuration, options, group)
         } catch {
             Output.error(error.description)
             throw ExitCode.failure

@@ -158,39 +158,46 @@ final class EnvironmentFailureTests: XCTestCase {
         XCTAssertEqual(ran.wait(timeout: .now() + 30), .success)
     }
 
-    /// EMFILE in accept: a clear error, the pending connection is shed (so a
-    /// retrying loop does not spin on it), connections already accepted keep
-    /// working, and accepting works again once a descriptor is free.
-    func testAcceptOutOfDescriptorsThrowsAndTheListenerStaysUsable() throws {
+    /// EMFILE in accept: a clear error at once; the pending connection is
+    /// not refused but stays in the backlog, and is accepted and served once
+    /// descriptors are free; the next accept pauses first, so a retrying
+    /// loop does not spin; connections already accepted keep working.
+    func testAcceptOutOfDescriptorsBacksOffAndRefusesNoConnection() throws {
         let listener = try TobyListener(port: 0)
         defer { listener.close() }
         let first = PendingClient()
         XCTAssertEqual(first.connect(port: listener.port), 0)
         let served = try listener.accept()
         let servedReceiver = try served.start()
-        let shed = PendingClient()
-        let later = PendingClient()
+        let waiting = PendingClient()
         try withDescriptorsExhausted {
-            XCTAssertEqual(shed.connect(port: listener.port), 0)  // completes in the backlog
+            XCTAssertEqual(waiting.connect(port: listener.port), 0)  // completes in the backlog
+            let message = frame([9])
+            XCTAssertEqual(send(waiting.fd, message, message.count, Int32(MSG_NOSIGNAL)), message.count)
+            let before = monotonicNanoseconds()
             XCTAssertThrowsError(try listener.accept()) { error in
                 XCTAssertEqual(error as? TobyError, .outOfDescriptors(address: listener.address, errno: EMFILE))
                 let text = "\(error)"
                 XCTAssertTrue(text.hasPrefix("'accept' on \(listener.address) failed with '(24) Too many open files'"), text)
             }
-            XCTAssertTrue(shed.seesEnd(), "the pending connection should have been closed")
+            // Still short: the retry waits out the first pause, then fails again.
+            XCTAssertThrowsError(try listener.accept())
+            XCTAssertGreaterThanOrEqual(monotonicNanoseconds() - before, 10_000_000, "paused before retrying")
+            XCTAssertEqual(listener.acceptFailureCount, 2)
+            // The waiting client was not refused: no end of stream, no reset.
+            var pfd = pollfd(fd: waiting.fd, events: Int16(POLLIN), revents: 0)
+            XCTAssertEqual(poll(&pfd, 1, 0), 0, "the waiting connection is left open")
             // The accepted connection is unharmed meanwhile.
             try served.send([1, 2, 3])
             var echoed = [UInt8](repeating: 0, count: 11)
             XCTAssertEqual(recv(first.fd, &echoed, 11, Int32(MSG_WAITALL)), 11)
             XCTAssertEqual(Array(echoed[8...]), [1, 2, 3])
         }
-        // Descriptors are back: the next connection is accepted and served.
-        XCTAssertEqual(later.connect(port: listener.port), 0)
+        // Descriptors are back: the connection that waited is accepted, and
+        // what it sent while it waited arrives.
         let next = try listener.accept()
-        let nextReceiver = try next.start()
-        let bytes = frame([9])
-        XCTAssertEqual(send(later.fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)), bytes.count)
-        XCTAssertEqual(try nextReceiver.receive(), [9])
+        XCTAssertEqual(try next.start().receive(), [9])
+        XCTAssertEqual(listener.acceptFailureCount, 2)
         _ = servedReceiver
     }
 }

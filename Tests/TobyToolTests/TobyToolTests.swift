@@ -261,9 +261,17 @@ final class TobyToolTests: XCTestCase {
 
     /// Descriptors run out: `toby echo` under `ulimit -n 40` keeps serving
     /// the connections it has, leaves the rest in the backlog instead of
-    /// dying or spinning, and accepts them once descriptors are free again.
+    /// dying, spinning or refusing them, accepts them once descriptors are
+    /// free again, and says so once per episode: the same on every `--api`.
     func testEchoSurvivesDescriptorExhaustionAndAcceptsAgain() throws {
-        let server = try ToolProcess(["echo", "--port", "0", "--threads", "1"], descriptorLimit: 40)
+        for api in ["handler", "async", "blocking"] {
+            try survivesDescriptorExhaustion(api: api)
+        }
+    }
+
+    private func survivesDescriptorExhaustion(api: String) throws {
+        let server = try ToolProcess(
+            ["echo", "--port", "0", "--api", api] + (api == "blocking" ? [] : ["--threads", "1"]), descriptorLimit: 40)
         processes.append(server)
         let port = try server.listeningPort()
         var served: [RawSocket] = []
@@ -301,9 +309,20 @@ final class TobyToolTests: XCTestCase {
             XCTAssertEqual(try socket.read(9), prefix(1) + [i], "connection \(i) served after descriptors were freed")
         }
         server.signal(SIGTERM)
+        let stderr = try server.stderr.readToEnd()
         let exit = try server.waitForExit()
-        XCTAssertEqual(exit.reason, .exit)
-        XCTAssertEqual(exit.status, 0)
+        XCTAssertEqual(exit.reason, .exit, api)
+        XCTAssertEqual(exit.status, 0, api)
+        // One line when a shortage starts, one when it ends: not one per failed accept.
+        let lines = stderr.split(separator: "\n")
+        let starts = lines.filter { $0.contains("connections wait in the backlog until some are free") }
+        let ends = lines.filter { $0.hasPrefix("toby: accepting again on 127.0.0.1:\(port) after ") }
+        XCTAssertGreaterThanOrEqual(starts.count, 1, "\(api): \(stderr)")
+        XCTAssertTrue(starts.allSatisfy { $0.contains("Too many open files") }, "\(api): \(stderr)")
+        XCTAssertGreaterThanOrEqual(ends.count, 1, "\(api): \(stderr)")
+        XCTAssertLessThanOrEqual(starts.count, ends.count + 1, "\(api): \(stderr)")
+        let acceptLines = lines.filter { $0.contains("accept") }
+        XCTAssertLessThanOrEqual(acceptLines.count, 6, "\(api): episodes, not failures: \(stderr)")
     }
 
     func testSigtermEndsTheEchoServerWithStatusZero() throws {
