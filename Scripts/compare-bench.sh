@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Cross-checks `toby bench` against Scripts/tobyload.c, an independent C load
-# generator written from the wire format alone: both load the same `toby
-# echo` in alternating runs (ROUNDS of each, default 3, DURATION seconds
-# each, default 3), and the medians are compared for pipeline at 1 and 64
-# connections, ping-pong and one-way 1 MiB. API=async or blocking picks
-# the server's --api (default handler).
+# generator written from the wire format alone (a sender and a receiver
+# thread per connection): `toby bench --api blocking`, `toby bench --api
+# async` and tobyload load the same `toby echo` in alternating runs (ROUNDS
+# of each, default 3, DURATION seconds each, default 3), and the medians are
+# compared for pipeline at 1 and 64 connections, ping-pong and one-way
+# 1 MiB. API=async or blocking picks the server's --api (default handler).
 #
 #   bash Scripts/compare-bench.sh        # from the package root
 set -euo pipefail
@@ -31,8 +32,11 @@ cases=(
 for round in $(seq 1 "$rounds"); do
     for entry in "${cases[@]}"; do
         IFS='|' read -r name bench load <<<"$entry"
-        # shellcheck disable=SC2086
-        "$toby" bench --port "$port" $bench --duration "${duration}s" --quiet --json >>"$work/bench-$name"
+        for client in blocking async; do
+            # shellcheck disable=SC2086
+            "$toby" bench --port "$port" $bench --api "$client" --duration "${duration}s" --quiet --json \
+                >>"$work/bench-$client-$name"
+        done
         # shellcheck disable=SC2086
         "$work/tobyload" -p "$port" $load -d "$duration" >>"$work/load-$name"
     done
@@ -42,14 +46,18 @@ done
 python3 - "$work" "$api" "${cases[@]}" <<'PY'
 import json, statistics, sys
 work, api, cases = sys.argv[1], sys.argv[2], [c.split("|")[0] for c in sys.argv[3:]]
-print(f"toby echo --api {api}; medians of alternating runs; tobyload = Scripts/tobyload.c")
-print(f"{'case':<14} {'toby bench msg/s':>17} {'tobyload msg/s':>15} {'ratio':>6} {'bench p50 us':>13} {'tobyload p50 us':>16}")
+print(f"toby echo --api {api}; medians of alternating runs; tobyload = Scripts/tobyload.c; msgs/s (p50 us)")
+print(f"{'case':<14} {'bench blocking':>22} {'bench async':>22} {'tobyload':>22} {'blocking/load':>14} {'async/load':>11}")
+def cell(rate, p50):
+    return f"{rate:,.0f}" + ("" if p50 != p50 else f" ({p50:.0f})")
 for name in cases:
-    bench = [json.loads(line) for line in open(f"{work}/bench-{name}")]
-    load = [dict(kv.split("=") for kv in line.split()) for line in open(f"{work}/load-{name}")]
-    b = statistics.median(r["msgs_per_s"] for r in bench)
-    l = statistics.median(float(r["msgs_per_s"]) for r in load)
-    bp = statistics.median(r["p50_us"] for r in bench) if "p50_us" in bench[0] else float("nan")
-    lp = statistics.median(float(r["p50_us"]) for r in load) if "p50_us" in load[0] else float("nan")
-    print(f"{name:<14} {b:>17,.0f} {l:>15,.0f} {b / l:>6.2f} {bp:>13.1f} {lp:>16.1f}")
+    def medians(rows, number):
+        rate = statistics.median(number(r["msgs_per_s"]) for r in rows)
+        p50 = statistics.median(number(r["p50_us"]) for r in rows) if "p50_us" in rows[0] else float("nan")
+        return rate, p50
+    blocking = medians([json.loads(l) for l in open(f"{work}/bench-blocking-{name}")], float)
+    asynchronous = medians([json.loads(l) for l in open(f"{work}/bench-async-{name}")], float)
+    load = medians([dict(kv.split("=") for kv in l.split()) for l in open(f"{work}/load-{name}")], float)
+    print(f"{name:<14} {cell(*blocking):>22} {cell(*asynchronous):>22} {cell(*load):>22} "
+          f"{blocking[0] / load[0]:>14.2f} {asynchronous[0] / load[0]:>11.2f}")
 PY

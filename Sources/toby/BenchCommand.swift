@@ -16,6 +16,14 @@ enum BenchMode: String, ExpressibleByArgument, CaseIterable, Sendable {
     case oneWay = "one-way"
 }
 
+/// `toby bench --api`: which TobyTCP client the generator is built on.
+enum BenchAPI: String, ExpressibleByArgument, CaseIterable, Sendable {
+    /// `TobyAsyncConnection`s on event loops (tasks, no thread per connection).
+    case async
+    /// `TobyMessenger`s, a sender and a receiver thread per connection.
+    case blocking
+}
+
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
@@ -86,6 +94,15 @@ struct BenchCommand: ParsableCommand {
         transform: DurationArgument.parse)
     var timeout: Duration = .seconds(10)
 
+    @Option(
+        help: ArgumentHelp(
+            "The client: async (TobyAsyncConnection tasks on --threads event loops) or blocking (TobyMessenger, two threads per connection). Default: blocking for ping-pong, async otherwise.",
+            valueName: "api"))
+    var api: BenchAPI?
+
+    @Option(help: ArgumentHelp("Event loops for --api async (default: one per core).", valueName: "n"))
+    var threads: Int?
+
     @Flag(help: "Print the summary as one JSON object.")
     var json = false
 
@@ -96,6 +113,10 @@ struct BenchCommand: ParsableCommand {
         if endpoint.port == 0 { throw ValidationError("--port 0 has no server to load; give the server's port.") }
         if connections < 1 { throw ValidationError("--connections must be at least 1 (got \(connections)).") }
         if inFlight < 1 { throw ValidationError("--in-flight must be at least 1 (got \(inFlight)).") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1 (got \(threads)).") }
+        if threads != nil && resolvedAPI == .blocking {
+            throw ValidationError("--threads applies to --api async only.")
+        }
         if size.bytes > framing.maxFrame.bytes {
             throw ValidationError("--size \(size.bytes) is more than --max-frame \(framing.maxFrame.bytes).")
         }
@@ -128,38 +149,65 @@ struct BenchCommand: ParsableCommand {
         let ownCopies = connections * payloads.variants.count * max(size.bytes, 64) <= 64 << 20
         let window = mode == .pipeline ? inFlight : 1
         let run = BenchRun()
-        var messengers: [TobyMessenger] = []
-        messengers.reserveCapacity(connections)
-        for _ in 0..<connections { messengers.append(try endpoint.connect(configuration: configuration)) }
-
-        let start = monotonicNanoseconds()
-        let clock = BenchWindow(
-            start: start &+ warmup.nanoseconds, end: start &+ warmup.nanoseconds &+ duration.nanoseconds)
-        var threads = 0
-        var all: [BenchConnection] = []
-        for (index, messenger) in messengers.enumerated() {
-            let connection = try BenchConnection(
-                index: index, messenger: messenger,
-                payloads: ownCopies && index > 0 ? BenchPayloads(size: size.bytes) : payloads, window: clock,
-                inFlight: window, run: run)
-            all.append(connection)
-            threads += try connection.start(mode)
+        func payloadsFor(_ index: Int) -> BenchPayloads {
+            ownCopies && index > 0 ? BenchPayloads(size: size.bytes) : payloads
         }
-        messengers.removeAll()
-
-        try watch(all, run: run, threads: threads, clock: clock)
-        var latency = all[0].latency
-        var measured = 0
-        for connection in all {
-            if connection !== all[0] { latency.add(connection.latency) }
-            measured += connection.measured
+        var all: [any BenchLoad] = []
+        var threads = 0
+        switch resolvedAPI {
+        case .blocking:
+            var messengers: [TobyMessenger] = []
+            messengers.reserveCapacity(connections)
+            for _ in 0..<connections { messengers.append(try endpoint.connect(configuration: configuration)) }
+            let clock = startClock()
+            for (index, messenger) in messengers.enumerated() {
+                let connection = try BenchConnection(
+                    index: index, messenger: messenger, payloads: payloadsFor(index), window: clock,
+                    inFlight: window, run: run)
+                all.append(connection)
+                threads += try connection.start(mode)
+            }
+            try watch(all, run: run, threads: threads, clock: clock)
+        case .async:
+            let group = try TobyEventLoopGroup(threads: self.threads ?? TobyEventLoopGroup.coreCount)
+            var made: [TobyAsyncConnection] = []
+            made.reserveCapacity(connections)
+            for _ in 0..<connections {
+                made.append(try BenchAsyncConnection.connect(endpoint, configuration: configuration, group: group))
+            }
+            let clock = startClock()
+            for (index, connection) in made.enumerated() {
+                let load = BenchAsyncConnection(
+                    index: index, connection: connection, payloads: payloadsFor(index), window: clock,
+                    inFlight: window, run: run)
+                all.append(load)
+                threads += load.start(mode)
+            }
+            try watch(all, run: run, threads: threads, clock: clock)
+        }
+        var latency = all[0].figures.latency
+        var measured = all[0].figures.measured
+        for connection in all.dropFirst() {
+            latency.add(connection.figures.latency)
+            measured += connection.figures.measured
         }
         return BenchSummary(
-            mode: mode, connections: connections, size: size.bytes, inFlight: window,
+            mode: mode, api: resolvedAPI, connections: connections, size: size.bytes, inFlight: window,
             byteOrder: framing.byteOrder, seconds: Double(duration.nanoseconds) / 1e9,
             warmupSeconds: Double(warmup.nanoseconds) / 1e9, messages: measured,
-            replies: all.reduce(0) { $0 + $1.replies.load(ordering: .relaxed) },
+            replies: all.reduce(0) { $0 + $1.repliesSoFar },
             latency: mode == .oneWay ? nil : latency)
+    }
+
+    /// `--api`, or the default for the mode: ping-pong measures latency, and
+    /// a blocking messenger is the lowest-latency client; the others measure
+    /// throughput, where loops cost the generator the least CPU.
+    var resolvedAPI: BenchAPI { api ?? (mode == .pingPong ? .blocking : .async) }
+
+    /// The run's clock, from now: warm-up, then the measured window.
+    private func startClock() -> BenchWindow {
+        let start = monotonicNanoseconds()
+        return BenchWindow(start: start &+ warmup.nanoseconds, end: start &+ warmup.nanoseconds &+ duration.nanoseconds)
     }
 
     /// Prints the progress line every second until every thread is done;
@@ -167,7 +215,7 @@ struct BenchCommand: ParsableCommand {
     /// holds blocked are not waited for: the process ends), and fails a
     /// connection whose replies stopped for `--timeout` while it had
     /// messages unanswered, or whose server did not end the stream in time.
-    private func watch(_ all: [BenchConnection], run: BenchRun, threads: Int, clock: BenchWindow) throws {
+    private func watch(_ all: [any BenchLoad], run: BenchRun, threads: Int, clock: BenchWindow) throws {
         var lastLine = monotonicNanoseconds()
         var lastCount = 0
         var progress = all.map { _ in (replies: 0, since: monotonicNanoseconds()) }
@@ -177,19 +225,19 @@ struct BenchCommand: ParsableCommand {
             let now = monotonicNanoseconds()
             if mode != .oneWay {
                 for (index, connection) in all.enumerated() {
-                    let replies = connection.replies.load(ordering: .relaxed)
+                    let replies = connection.repliesSoFar
                     if replies != progress[index].replies {
                         progress[index] = (replies, now)
                         continue
                     }
                     guard now &- progress[index].since >= limit else { continue }
-                    let sent = connection.sent.load(ordering: .relaxed)
-                    let place = "connection \(index + 1) (\(connection.messenger.peer))"
+                    let sent = connection.sentSoFar
+                    let place = "connection \(index + 1) (\(connection.peer))"
                     if replies < sent {
                         throw ToolError(
                             "\(place): no reply for \(timeout): message \(replies + 1) of \(sent) sent is unanswered")
                     }
-                    if connection.sendingDone.load(ordering: .relaxed) {
+                    if connection.isSendingDone {
                         throw ToolError("\(place): the server did not end the stream within \(timeout) of the last reply")
                     }
                 }
@@ -197,9 +245,7 @@ struct BenchCommand: ParsableCommand {
                 throw ToolError("the server did not take the last messages within \(timeout) of the end of the run")
             }
             if !quiet && now &- lastLine >= 1_000_000_000 {
-                let count = all.reduce(0) {
-                    $0 + (mode == .oneWay ? $1.sent.load(ordering: .relaxed) : $1.replies.load(ordering: .relaxed))
-                }
+                let count = all.reduce(0) { $0 + (mode == .oneWay ? $1.sentSoFar : $1.repliesSoFar) }
                 Output.error(
                     BenchSummary.progress(
                         elapsed: Double(now &- (clock.start &- warmup.nanoseconds)) / 1e9,

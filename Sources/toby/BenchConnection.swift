@@ -13,6 +13,44 @@ struct BenchWindow: Sendable {
     let end: UInt64
 }
 
+/// One connection's figures, kept by the code that receives its replies.
+struct BenchFigures: Sendable {
+    /// Replies (pipeline, ping-pong) or messages sent (one-way) inside the window.
+    var measured = 0
+    /// Round trips inside the window, in nanoseconds.
+    var latency = Histogram<UInt64>(
+        lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000_000, numberOfSignificantValueDigits: .three)
+
+    /// Checks the reply to message `k` (sent at `sentAt`); nil if it is
+    /// right, then counted and timed if it falls in the window.
+    @inline(__always)
+    mutating func reply(
+        _ bytes: UnsafeRawBufferPointer, message k: Int, sentAt: UInt64, payloads: BenchPayloads, window: BenchWindow
+    ) -> String? {
+        let now = monotonicNanoseconds()
+        if let problem = payloads.mismatch(bytes, message: k) { return problem }
+        if sentAt >= window.start && now < window.end {
+            measured += 1
+            latency.record(max(1, now &- sentAt))
+        }
+        return nil
+    }
+}
+
+/// What `toby bench` reads from a connection, whatever drives it.
+protocol BenchLoad: AnyObject, Sendable {
+    /// The server's address.
+    var peer: String { get }
+    /// Replies received so far (relaxed: for progress and the watchdog).
+    var repliesSoFar: Int { get }
+    /// Messages accepted for sending so far.
+    var sentSoFar: Int { get }
+    /// The last message was sent.
+    var isSendingDone: Bool { get }
+    /// Read once the run counted the connection's work finished.
+    var figures: BenchFigures { get }
+}
+
 /// What the threads of a run share besides their connection: the first
 /// failure (it ends the run: the tool reports it and exits with status 1,
 /// without waiting for threads a broken server may keep blocked) and how
@@ -47,7 +85,7 @@ final class BenchRun: Sendable {
 /// answers. The run ends with ``TobyMessenger/close()`` after the last
 /// message: the replies still owed arrive, then the server's end of stream,
 /// which proves that nothing more was coming.
-final class BenchConnection: @unchecked Sendable {
+final class BenchConnection: BenchLoad, @unchecked Sendable {
     let index: Int
     let messenger: TobyMessenger
     let receiver: TobyReceiver
@@ -66,12 +104,8 @@ final class BenchConnection: @unchecked Sendable {
     let sent = Atomic<Int>(0)
     /// The sender has sent its last message.
     let sendingDone = Atomic<Bool>(false)
-    /// Replies (pipeline, ping-pong) or messages sent (one-way) inside the
-    /// window; read once the threads are joined.
-    private(set) var measured = 0
-    /// Round trips inside the window, in nanoseconds; read once joined.
-    private(set) var latency = Histogram<UInt64>(
-        lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000_000, numberOfSignificantValueDigits: .three)
+    /// What was measured; read once the threads are counted finished.
+    private(set) var figures = BenchFigures()
 
     /// Free slots of the window: the sender takes one per message, the
     /// receiver gives one back per reply.
@@ -100,6 +134,11 @@ final class BenchConnection: @unchecked Sendable {
     }
 
     deinit { sendTimes.deallocate() }
+
+    var peer: String { messenger.peer }
+    var repliesSoFar: Int { replies.load(ordering: .relaxed) }
+    var sentSoFar: Int { sent.load(ordering: .relaxed) }
+    var isSendingDone: Bool { sendingDone.load(ordering: .relaxed) }
 
     /// Starts the connection's threads; returns how many the run waits
     /// for. Read the figures once ``BenchRun/finishedThreads`` has counted
@@ -169,14 +208,7 @@ final class BenchConnection: @unchecked Sendable {
         do {
             while true {
                 let mismatch = try receiver.receive { reply -> String? in
-                    let now = monotonicNanoseconds()
-                    if let problem = payloads.mismatch(reply, message: k) { return problem }
-                    let sentAt = sendTimes[k % inFlight]
-                    if sentAt >= window.start && now < window.end {
-                        measured += 1
-                        latency.record(max(1, now &- sentAt))
-                    }
-                    return nil
+                    figures.reply(reply, message: k, sentAt: sendTimes[k % inFlight], payloads: payloads, window: window)
                 }
                 guard let mismatch else { break }  // the server's end of stream
                 if let problem = mismatch {
@@ -208,13 +240,7 @@ final class BenchConnection: @unchecked Sendable {
                 try messenger.send(payloads.message(k))
                 sent.store(k + 1, ordering: .relaxed)
                 let mismatch = try receiver.receive { reply -> String? in
-                    let now = monotonicNanoseconds()
-                    if let problem = payloads.mismatch(reply, message: k) { return problem }
-                    if sentAt >= window.start && now < window.end {
-                        measured += 1
-                        latency.record(max(1, now &- sentAt))
-                    }
-                    return nil
+                    figures.reply(reply, message: k, sentAt: sentAt, payloads: payloads, window: window)
                 }
                 guard let mismatch else {
                     fail("the server ended the connection after \(k) of \(k + 1) replies")
@@ -260,7 +286,7 @@ final class BenchConnection: @unchecked Sendable {
             }
             k += perCall
             sent.store(k, ordering: .relaxed)
-            if now >= window.start { measured += perCall }
+            if now >= window.start { figures.measured += perCall }
         }
         finishSending(after: k)
     }

@@ -3,6 +3,7 @@ import Histogram
 /// What `toby bench` prints at the end: a table, or one JSON object.
 struct BenchSummary {
     let mode: BenchMode
+    let api: BenchAPI
     let connections: Int
     let size: Int
     let inFlight: Int
@@ -34,7 +35,7 @@ struct BenchSummary {
 
     var table: String {
         var lines = [
-            "toby bench: \(mode.rawValue), \(connections) connection\(connections == 1 ? "" : "s"), "
+            "toby bench: \(mode.rawValue), \(api.rawValue) client, \(connections) connection\(connections == 1 ? "" : "s"), "
                 + "\(size) B messages" + (mode == .pipeline ? ", \(inFlight) in flight each" : "")
                 + ", \(byteOrder.rawValue)-endian, \(Self.decimal(seconds, 2)) s measured after \(Self.decimal(warmupSeconds, 2)) s warm-up",
             "  messages    \(Self.grouped(messages))  (\(Self.grouped(Int(messagesPerSecond.rounded()))) msg/s)",
@@ -55,6 +56,7 @@ struct BenchSummary {
     var json: String {
         var fields: [(String, String)] = [
             ("mode", "\"\(mode.rawValue)\""),
+            ("api", "\"\(api.rawValue)\""),
             ("connections", "\(connections)"),
             ("size", "\(size)"),
             ("in_flight", "\(inFlight)"),

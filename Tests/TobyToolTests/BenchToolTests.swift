@@ -40,16 +40,20 @@ final class BenchToolTests: XCTestCase {
     private let short = ["--duration", "300ms", "--warmup", "100ms", "--quiet", "--json"]
 
     func testEveryModeAgainstEveryServerAPIReportsWhatItMeasured() throws {
-        for api in ["handler", "async", "blocking"] {
+        // Every server API with the client each mode defaults to; both clients against the handler server.
+        let plans = [("handler", "async"), ("handler", "blocking"), ("async", nil), ("blocking", nil)]
+        for (api, client) in plans {
             let port = try echoServer(["--api", api])
             for (mode, extra) in [
                 ("pipeline", ["--connections", "3", "--in-flight", "8"]), ("ping-pong", ["--connections", "2"]),
                 ("one-way", ["--size", "100K"]),
             ] {
-                let result = try run(["bench", "--port", port, "--mode", mode] + extra + short)
+                let clientArguments = client.map { ["--api", $0] } ?? []
+                let result = try run(["bench", "--port", port, "--mode", mode] + extra + clientArguments + short)
                 XCTAssertEqual(result.status, 0, "\(api) \(mode): \(result.stderr)")
                 let summary = try json(result.stdout)
                 XCTAssertEqual(summary["mode"] as? String, mode)
+                XCTAssertEqual(summary["api"] as? String, client ?? (mode == "ping-pong" ? "blocking" : "async"))
                 let messages = try XCTUnwrap(summary["messages"] as? Int, "\(summary)")
                 let replies = try XCTUnwrap(summary["replies"] as? Int, "\(summary)")
                 XCTAssertGreaterThan(messages, 0, "\(api) \(mode)")
@@ -75,7 +79,9 @@ final class BenchToolTests: XCTestCase {
         let port = try echoServer()
         let result = try run(["bench", "--port", port, "--duration", "1200ms", "--warmup", "0"])
         XCTAssertEqual(result.status, 0, result.stderr)
-        XCTAssertTrue(result.stdout.hasPrefix("toby bench: pipeline, 1 connection, 64 B messages, 64 in flight"), result.stdout)
+        XCTAssertTrue(
+            result.stdout.hasPrefix("toby bench: pipeline, async client, 1 connection, 64 B messages, 64 in flight"),
+            result.stdout)
         XCTAssertTrue(result.stdout.contains("  latency     p50 "), result.stdout)
         XCTAssertTrue(result.stdout.contains("replies, every byte as sent"), result.stdout)
         let progress = result.stderrLines.filter { $0.hasPrefix("toby: bench: ") }
@@ -95,19 +101,24 @@ final class BenchToolTests: XCTestCase {
     }
 
     func testACorruptedByteIsNamedAndExitsWithStatusOne() throws {
-        let server = try FaultyEchoServer(.corrupt(message: 100, byte: 17))
-        let result = try run(["bench", "--port", String(server.port)] + short)
-        XCTAssertEqual(result.status, 1, result.stdout)
-        XCTAssertEqual(result.stdout, "")
-        XCTAssertTrue(
-            result.stderr.contains("message 100: byte 17 of the reply is "), "a byte named: \(result.stderr)")
-        XCTAssertTrue(result.stderr.contains(", the message sent had "), result.stderr)
+        for client in ["async", "blocking"] {
+            let server = try FaultyEchoServer(.corrupt(message: 100, byte: 17))
+            let result = try run(["bench", "--port", String(server.port), "--api", client] + short)
+            XCTAssertEqual(result.status, 1, "\(client): \(result.stdout)")
+            XCTAssertEqual(result.stdout, "")
+            XCTAssertTrue(
+                result.stderr.contains("message 100: byte 17 of the reply is "), "\(client): a byte named: \(result.stderr)")
+            XCTAssertTrue(result.stderr.contains(", the message sent had "), result.stderr)
+        }
     }
 
     func testALostReplyIsCaughtAtTheNextOne() throws {
-        for mode in ["pipeline", "ping-pong"] {
+        for (mode, client) in [
+            ("pipeline", "async"), ("pipeline", "blocking"), ("ping-pong", "async"), ("ping-pong", "blocking"),
+        ] {
             let server = try FaultyEchoServer(.drop(message: 50))
-            let result = try run(["bench", "--port", String(server.port), "--mode", mode, "--timeout", "1s"] + short)
+            let result = try run(
+                ["bench", "--port", String(server.port), "--mode", mode, "--api", client, "--timeout", "1s"] + short)
             XCTAssertEqual(result.status, 1, "\(mode): \(result.stdout)")
             // Pipelined, reply 51 arrives where 50 was due; ping-pong waits for 50 in vain.
             let expected =
@@ -136,6 +147,7 @@ final class BenchToolTests: XCTestCase {
             (["--port", "1", "--connections", "0"], "--connections must be at least 1"),
             (["--port", "1", "--in-flight", "0"], "--in-flight must be at least 1"),
             (["--port", "1", "--size", "2M", "--max-frame", "1M"], "is more than --max-frame"),
+            (["--port", "1", "--api", "blocking", "--threads", "2"], "--threads applies to --api async only"),
         ] {
             let result = try run(["bench"] + arguments)
             XCTAssertNotEqual(result.status, 0, "\(arguments)")

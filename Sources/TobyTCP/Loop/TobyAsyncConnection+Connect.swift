@@ -183,6 +183,11 @@ extension TobyAsyncConnection {
 struct AsyncClientBridge: TobyServerHandler {
     let connection: TobyAsyncConnection
 
+    func connectionOpened(_ core: TobyConnection) {
+        // Reads go on while the output is full: see `pausesReadingForOutput`.
+        core.pausesReadingForOutput = false
+    }
+
     func received(_ messages: TobyMessages, on core: TobyConnection) {
         connection.loopReceived(messages)
     }

@@ -121,6 +121,12 @@ public final class TobyConnection: @unchecked Sendable {
     private var interest = UInt32(TOBY_LOOP_READ)
     /// Reading stopped because the output queue is above its high-water mark.
     private var readPaused = false
+    /// Whether a full output queue pauses reading (a server's back-pressure:
+    /// no new requests while the replies back up). An async client clears
+    /// it: its sending task already suspends at the high-water mark, and a
+    /// client that stopped reading while its output is full deadlocks with
+    /// any server that does the same (an echo of a large one-way stream).
+    var pausesReadingForOutput = true
     /// Reading stopped because an async consumer has too much unread.
     private var inboundHeld = false
     private var readHeld: Bool { readPaused || inboundHeld }
@@ -927,7 +933,7 @@ public final class TobyConnection: @unchecked Sendable {
             case .drained:
                 break
             case .wouldBlock:
-                if output.pendingBytes >= highWater && !readPaused {
+                if pausesReadingForOutput && output.pendingBytes >= highWater && !readPaused {
                     readPaused = true
                     counters.figures.readPauses &+= 1
                 }
