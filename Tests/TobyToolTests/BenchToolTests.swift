@@ -53,7 +53,7 @@ final class BenchToolTests: XCTestCase {
                 XCTAssertEqual(result.status, 0, "\(api) \(mode): \(result.stderr)")
                 let summary = try json(result.stdout)
                 XCTAssertEqual(summary["mode"] as? String, mode)
-                XCTAssertEqual(summary["api"] as? String, client ?? (mode == "ping-pong" ? "blocking" : "async"))
+                XCTAssertEqual(summary["api"] as? String, client ?? (mode == "pipeline" ? "async" : "blocking"))
                 let messages = try XCTUnwrap(summary["messages"] as? Int, "\(summary)")
                 let replies = try XCTUnwrap(summary["replies"] as? Int, "\(summary)")
                 XCTAssertGreaterThan(messages, 0, "\(api) \(mode)")
