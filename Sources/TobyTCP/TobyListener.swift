@@ -42,29 +42,12 @@ public final class TobyListener: @unchecked Sendable {
     ///   - configuration: Given to each accepted messenger.
     /// - Throws: ``TobyError/systemAtAddress(operation:address:errno:)`` (for example
     ///   `EADDRINUSE`), ``TobyError/unresolvableHost(host:reason:)``.
-    public init(
+    public convenience init(
         host: String = "127.0.0.1", port: Int, backlog: Int = 1024,
         configuration: TobyConfiguration = .default
     ) throws(TobyError) {
-        guard let port16 = UInt16(exactly: port) else {
-            throw .invalidConfiguration("port must be in 0...65535 (got \(port))")
-        }
-        var fd: Int32 = -1
-        var bound: UInt16 = 0
-        var gaiError: Int32 = 0
-        let rc = toby_socket_listen_tcp(host, port16, Int32(clamping: backlog), &fd, &bound, &gaiError)
-        if rc == TOBY_EINVAL {
-            throw .unresolvableHost(host: host, reason: String(cString: gai_strerror(gaiError)))
-        }
-        if rc != 0 {
-            throw .systemAtAddress(
-                operation: "bind/listen", address: TobyMessenger.describe(host: host, port: port16), errno: -rc)
-        }
-        self.configuration = configuration
-        self.port = Int(bound)
-        self.address = TobyMessenger.describe(host: host, port: bound)
-        self.socket = SocketHandle(fd: fd)
-        self.unixPath = nil
+        let (fd, bound) = try Endpoint.tcp(host: host, port: port).listen(backlog: backlog)
+        self.init(fd: fd, bound: bound, configuration: configuration)
     }
 
     /// Listens on a Unix domain socket at `unixPath`, which must not exist.
@@ -73,16 +56,18 @@ public final class TobyListener: @unchecked Sendable {
     /// - Throws: ``TobyError/unixPathTooLong(path:length:limit:)`` if the
     ///   path does not fit in `sun_path` (it is never truncated), or
     ///   ``TobyError/systemAtAddress(operation:address:errno:)`` (`EADDRINUSE` if it exists).
-    public init(unixPath: String, backlog: Int = 1024, configuration: TobyConfiguration = .default) throws(TobyError) {
-        try TobyListener.checkUnixPath(unixPath)
-        var fd: Int32 = -1
-        let rc = toby_socket_listen_unix(unixPath, Int32(clamping: backlog), &fd)
-        if rc != 0 { throw .systemAtAddress(operation: "bind/listen", address: "unix:\(unixPath)", errno: -rc) }
+    public convenience init(unixPath: String, backlog: Int = 1024, configuration: TobyConfiguration = .default) throws(TobyError)
+    {
+        let (fd, bound) = try Endpoint.unixSocket(unixPath).listen(backlog: backlog)
+        self.init(fd: fd, bound: bound, configuration: configuration)
+    }
+
+    private init(fd: Int32, bound: Endpoint, configuration: TobyConfiguration) {
         self.configuration = configuration
-        self.port = 0
-        self.address = "unix:\(unixPath)"
+        self.port = bound.port
+        self.address = bound.description
         self.socket = SocketHandle(fd: fd)
-        self.unixPath = unixPath
+        self.unixPath = bound.unixPath
     }
 
     deinit {
@@ -92,14 +77,6 @@ public final class TobyListener: @unchecked Sendable {
     /// Times ``accept()`` failed: descriptors or memory ran out, or the
     /// kernel refused one connection (as ``TobyServer/acceptFailureCount``).
     public var acceptFailureCount: Int { lock.withLock { failures } }
-
-    static func checkUnixPath(_ path: String) throws(TobyError) {
-        let limit = toby_socket_unix_path_max()
-        if path.utf8.count > limit {
-            throw .unixPathTooLong(path: path, length: path.utf8.count, limit: limit)
-        }
-        if path.isEmpty { throw .invalidConfiguration("Unix socket path is empty") }
-    }
 
     /// Waits for the next connection.
     ///

@@ -91,20 +91,7 @@ public final class TobyMessenger: Sendable {
         observer: (any TobyClientObserver)? = nil
     ) throws(TobyError) -> TobyMessenger {
         try configuration.validate()
-        guard let port = UInt16(exactly: port) else {
-            throw .invalidConfiguration("port must be in 0...65535 (got \(port))")
-        }
-        let address = TobyMessenger.describe(host: host, port: port)
-        return try observed(address, observer) { () throws(TobyError) in
-            var fd: Int32 = -1
-            var gaiError: Int32 = 0
-            let rc = toby_socket_connect_tcp(host, port, &fd, &gaiError)
-            if rc == TOBY_EINVAL {
-                throw .unresolvableHost(host: host, reason: String(cString: gai_strerror(gaiError)))
-            }
-            if rc != 0 { throw .systemAtAddress(operation: "connect", address: address, errno: -rc) }
-            return TobyMessenger(owning: fd, peer: address, configuration: configuration)
-        }
+        return try connect(Endpoint.tcp(host: host, port: port), configuration: configuration, observer: observer)
     }
 
     /// Connects to a Unix domain stream socket; `observer` as for TCP.
@@ -116,12 +103,14 @@ public final class TobyMessenger: Sendable {
         unixPath: String, configuration: TobyConfiguration = .default, observer: (any TobyClientObserver)? = nil
     ) throws(TobyError) -> TobyMessenger {
         try configuration.validate()
-        try TobyListener.checkUnixPath(unixPath)
-        return try observed("unix:\(unixPath)", observer) { () throws(TobyError) in
-            var fd: Int32 = -1
-            let rc = toby_socket_connect_unix(unixPath, &fd)
-            if rc != 0 { throw .systemAtAddress(operation: "connect", address: "unix:\(unixPath)", errno: -rc) }
-            return TobyMessenger(owning: fd, peer: "unix:\(unixPath)", configuration: configuration)
+        return try connect(Endpoint.unixSocket(unixPath), configuration: configuration, observer: observer)
+    }
+
+    private static func connect(
+        _ endpoint: Endpoint, configuration: TobyConfiguration, observer: (any TobyClientObserver)?
+    ) throws(TobyError) -> TobyMessenger {
+        try observed(endpoint.description, observer) { () throws(TobyError) in
+            TobyMessenger(owning: try endpoint.connect(), peer: endpoint.description, configuration: configuration)
         }
     }
 
@@ -145,7 +134,7 @@ public final class TobyMessenger: Sendable {
     }
 
     static func describe(host: String, port: UInt16) -> String {
-        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        Endpoint.tcp(host: host, port: port).description
     }
 
     /// What this connection has carried so far: messages its receiver

@@ -10,45 +10,18 @@ import TobyTCP
 /// scales to thousands of connections. The window, the checks and the end
 /// of the run are those of ``BenchConnection``.
 final class BenchAsyncConnection: BenchLoad, @unchecked Sendable {
-    let index: Int
     let connection: TobyAsyncConnection
-    let payloads: BenchPayloads
-    let window: BenchWindow
-    let run: BenchRun
-    let inFlight: Int
-    let refill: Int
-
-    private let replies = Atomic<Int>(0)
-    private let sent = Atomic<Int>(0)
-    private let sendingDone = Atomic<Bool>(false)
-    /// Written by the receiving task only; read once the run is over.
-    private(set) var figures = BenchFigures()
     private let credits: AsyncCredits
-    /// When message `k` was sent, at `k % inFlight` (as in ``BenchConnection``).
-    private let sendTimes: UnsafeMutablePointer<UInt64>
 
     init(
         index: Int, connection: TobyAsyncConnection, payloads: BenchPayloads, window: BenchWindow, inFlight: Int,
         run: BenchRun
     ) {
-        self.index = index
         self.connection = connection
-        self.payloads = payloads
-        self.window = window
-        self.inFlight = inFlight
-        self.run = run
-        refill = max(1, inFlight / 2)
         credits = AsyncCredits(inFlight)
-        sendTimes = .allocate(capacity: inFlight)
-        sendTimes.initialize(repeating: 0, count: inFlight)
+        super.init(
+            index: index, peer: connection.peer, payloads: payloads, window: window, inFlight: inFlight, run: run)
     }
-
-    deinit { sendTimes.deallocate() }
-
-    var peer: String { connection.peer }
-    var repliesSoFar: Int { replies.load(ordering: .relaxed) }
-    var sentSoFar: Int { sent.load(ordering: .relaxed) }
-    var isSendingDone: Bool { sendingDone.load(ordering: .relaxed) }
 
     /// Connects, blocking the calling thread (the tool's main thread, never
     /// one of Swift's pool) until the connect is done.
@@ -101,10 +74,6 @@ final class BenchAsyncConnection: BenchLoad, @unchecked Sendable {
         return awaited.count
     }
 
-    private func fail(_ what: String) {
-        run.fail("connection \(index + 1) (\(peer)): \(what)")
-    }
-
     private func sendPipelined() async {
         var k = 0
         var batch: [[UInt8]] = []
@@ -113,15 +82,11 @@ final class BenchAsyncConnection: BenchLoad, @unchecked Sendable {
             let room = await credits.takeAll(atLeast: refill)
             let now = monotonicNanoseconds()
             if now >= window.end || run.failed { break }
-            batch.removeAll(keepingCapacity: true)
-            for i in k..<(k + room) {
-                sendTimes[i % inFlight] = now
-                batch.append(payloads.message(i))
-            }
+            fillWindow(&batch, from: k, count: room, sentAt: now)
             do {
                 try await connection.send(contentsOf: batch)
             } catch {
-                if !run.failed { fail("sending failed after \(k) messages: \(error)") }
+                failUnlessFailed("sending failed after \(k) messages: \(error)")
                 return
             }
             k += room
@@ -137,14 +102,7 @@ final class BenchAsyncConnection: BenchLoad, @unchecked Sendable {
         do {
             for try await batch in connection.batches {
                 for message in batch {
-                    let problem = message.withUnsafeBytes { bytes in
-                        figures.reply(
-                            bytes, message: k, sentAt: sendTimes[k % inFlight], payloads: payloads, window: window)
-                    }
-                    if let problem {
-                        fail("message \(k + 1): \(problem)")
-                        return
-                    }
+                    guard message.withUnsafeBytes({ checkReply($0, message: k) }) else { return }
                     k += 1
                     owed += 1
                     if owed == refill {
@@ -155,26 +113,24 @@ final class BenchAsyncConnection: BenchLoad, @unchecked Sendable {
                 replies.store(k, ordering: .relaxed)
             }
         } catch {
-            if !run.failed { fail("after \(k) replies: \(error)") }
+            failUnlessFailed("after \(k) replies: \(error)")
             return
         }
-        let total = sent.load(ordering: .relaxed)
-        if k != total && !run.failed { fail("the server ended the connection after \(k) of \(total) replies") }
+        checkEnd(replies: k)
     }
 
     private func sendOneWay() async {
-        let perCall = payloads.size <= 4096 ? 16 : 1
+        let perCall = oneWayPerCall
         var k = 0
         var batch: [[UInt8]] = []
         while !run.failed {
             let now = monotonicNanoseconds()
             if now >= window.end { break }
-            batch.removeAll(keepingCapacity: true)
-            for i in k..<(k + perCall) { batch.append(payloads.message(i)) }
+            fillOneWay(&batch, from: k, count: perCall)
             do {
                 try await connection.send(contentsOf: batch)
             } catch {
-                if !run.failed { fail("sending failed after \(k) messages: \(error)") }
+                failUnlessFailed("sending failed after \(k) messages: \(error)")
                 return
             }
             k += perCall
@@ -192,18 +148,16 @@ final class BenchAsyncConnection: BenchLoad, @unchecked Sendable {
                 replies.store(count, ordering: .relaxed)
             }
         } catch {
-            if !run.failed && !sendingDone.load(ordering: .relaxed) { fail("\(error)") }
+            if !isSendingDone { failUnlessFailed("\(error)") }
         }
     }
 
     private func finishSending(after count: Int) async {
-        sent.store(count, ordering: .relaxed)
-        sendingDone.store(true, ordering: .relaxed)
-        if run.failed { return }
+        guard sendingEnded(after: count) else { return }
         do {
             try await connection.close()
         } catch {
-            if !run.failed { fail("closing after \(count) messages: \(error)") }
+            failUnlessFailed("closing after \(count) messages: \(error)")
         }
     }
 }

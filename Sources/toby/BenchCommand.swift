@@ -123,15 +123,9 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        do {
+        try ToolError.exitingOnFailure {
             let summary = try bench()
             Output.line(json ? summary.json : summary.table)
-        } catch let error as TobyError {
-            Output.error(error.description)
-            throw ExitCode.failure
-        } catch let error as ToolError {
-            Output.error(error.description)
-            throw ExitCode.failure
         }
     }
 
@@ -152,7 +146,7 @@ struct BenchCommand: ParsableCommand {
         func payloadsFor(_ index: Int) -> BenchPayloads {
             ownCopies && index > 0 ? BenchPayloads(size: size.bytes) : payloads
         }
-        var all: [any BenchLoad] = []
+        var all: [BenchLoad] = []
         var threads = 0
         switch resolvedAPI {
         case .blocking:
@@ -217,7 +211,7 @@ struct BenchCommand: ParsableCommand {
     /// holds blocked are not waited for: the process ends), and fails a
     /// connection whose replies stopped for `--timeout` while it had
     /// messages unanswered, or whose server did not end the stream in time.
-    private func watch(_ all: [any BenchLoad], run: BenchRun, threads: Int, clock: BenchWindow) throws {
+    private func watch(_ all: [BenchLoad], run: BenchRun, threads: Int, clock: BenchWindow) throws {
         var lastLine = monotonicNanoseconds()
         var lastCount = 0
         var progress = all.map { _ in (replies: 0, since: monotonicNanoseconds()) }

@@ -1,79 +1,4 @@
-import Histogram
-import Synchronization
 import TobyTCP
-
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// The clock of one run, shared by every connection: replies that arrive in
-/// `[start, end)` are counted, and no message is sent after `end`.
-struct BenchWindow: Sendable {
-    let start: UInt64
-    let end: UInt64
-}
-
-/// One connection's figures, kept by the code that receives its replies.
-struct BenchFigures: Sendable {
-    /// Replies (pipeline, ping-pong) or messages sent (one-way) inside the window.
-    var measured = 0
-    /// Round trips inside the window, in nanoseconds.
-    var latency = Histogram<UInt64>(
-        lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000_000, numberOfSignificantValueDigits: .three)
-
-    /// Checks the reply to message `k` (sent at `sentAt`); nil if it is
-    /// right, then counted and timed if it falls in the window.
-    @inline(__always)
-    mutating func reply(
-        _ bytes: UnsafeRawBufferPointer, message k: Int, sentAt: UInt64, payloads: BenchPayloads, window: BenchWindow
-    ) -> String? {
-        let now = monotonicNanoseconds()
-        if let problem = payloads.mismatch(bytes, message: k) { return problem }
-        if sentAt >= window.start && now < window.end {
-            measured += 1
-            latency.record(max(1, now &- sentAt))
-        }
-        return nil
-    }
-}
-
-/// What `toby bench` reads from a connection, whatever drives it.
-protocol BenchLoad: AnyObject, Sendable {
-    /// The server's address.
-    var peer: String { get }
-    /// Replies received so far (relaxed: for progress and the watchdog).
-    var repliesSoFar: Int { get }
-    /// Messages accepted for sending so far.
-    var sentSoFar: Int { get }
-    /// The last message was sent.
-    var isSendingDone: Bool { get }
-    /// Read once the run counted the connection's work finished.
-    var figures: BenchFigures { get }
-}
-
-/// What the threads of a run share besides their connection: the first
-/// failure (it ends the run: the tool reports it and exits with status 1,
-/// without waiting for threads a broken server may keep blocked) and how
-/// many threads have finished.
-final class BenchRun: Sendable {
-    private let first = ConditionLock()
-    nonisolated(unsafe) private var firstFailure: String?  // guarded by first
-    private let raised = Atomic<Bool>(false)
-    private let done = Atomic<Int>(0)
-
-    var failure: String? { first.withLock { firstFailure } }
-    var failed: Bool { raised.load(ordering: .relaxed) }
-    /// Threads that have returned. Acquiring: what they wrote before is
-    /// visible once they are counted.
-    var finishedThreads: Int { done.load(ordering: .acquiring) }
-
-    func fail(_ message: String) {
-        first.withLock { if firstFailure == nil { firstFailure = message } }
-        raised.store(true, ordering: .relaxed)
-    }
-
-    func threadFinished() { done.add(1, ordering: .releasing) }
-}
 
 /// One connection of `toby bench` and the threads that drive it.
 ///
@@ -86,59 +11,24 @@ final class BenchRun: Sendable {
 /// message: the replies still owed arrive, then the server's end of stream,
 /// which proves that nothing more was coming.
 final class BenchConnection: BenchLoad, @unchecked Sendable {
-    let index: Int
     let messenger: TobyMessenger
     let receiver: TobyReceiver
-    let payloads: BenchPayloads
-    let window: BenchWindow
-    let run: BenchRun
-    /// Messages kept unanswered (pipeline).
-    let inFlight: Int
-    /// The sender refills the window once this many slots are free: one
-    /// wake-up and one write per half window, not per reply.
-    let refill: Int
-
-    /// Replies received so far (all of them, for the progress line).
-    let replies = Atomic<Int>(0)
-    /// Messages accepted by the messenger so far.
-    let sent = Atomic<Int>(0)
-    /// The sender has sent its last message.
-    let sendingDone = Atomic<Bool>(false)
-    /// What was measured; read once the threads are counted finished.
-    private(set) var figures = BenchFigures()
 
     /// Free slots of the window: the sender takes one per message, the
     /// receiver gives one back per reply.
     private let credits: Credits
-    /// When message `k` was sent, at `k % inFlight`. The sender writes a slot
-    /// before the message is written to the socket; the receiver reads it
-    /// after the reply arrived, and the slot is written again only after a
-    /// credit the receiver gave back once it had read it.
-    private let sendTimes: UnsafeMutablePointer<UInt64>
 
     init(
         index: Int, messenger: TobyMessenger, payloads: BenchPayloads, window: BenchWindow, inFlight: Int,
         run: BenchRun
     ) throws(TobyError) {
-        self.index = index
         self.messenger = messenger
         self.receiver = try messenger.start()
-        self.payloads = payloads
-        self.window = window
-        self.inFlight = inFlight
-        self.run = run
-        refill = max(1, inFlight / 2)
+        let refill = max(1, inFlight / 2)
         credits = Credits(inFlight, wakeAt: refill)
-        sendTimes = .allocate(capacity: inFlight)
-        sendTimes.initialize(repeating: 0, count: inFlight)
+        super.init(
+            index: index, peer: messenger.peer, payloads: payloads, window: window, inFlight: inFlight, run: run)
     }
-
-    deinit { sendTimes.deallocate() }
-
-    var peer: String { messenger.peer }
-    var repliesSoFar: Int { replies.load(ordering: .relaxed) }
-    var sentSoFar: Int { sent.load(ordering: .relaxed) }
-    var isSendingDone: Bool { sendingDone.load(ordering: .relaxed) }
 
     /// Starts the connection's threads; returns how many the run waits
     /// for. Read the figures once ``BenchRun/finishedThreads`` has counted
@@ -165,10 +55,6 @@ final class BenchConnection: BenchLoad, @unchecked Sendable {
 
     private var stopping: Bool { run.failed || monotonicNanoseconds() >= window.end }
 
-    private func fail(_ what: String) {
-        run.fail("connection \(index + 1) (\(messenger.peer)): \(what)")
-    }
-
     // MARK: pipeline
 
     /// Sends whenever the window has room: as many messages as it has room
@@ -182,15 +68,11 @@ final class BenchConnection: BenchLoad, @unchecked Sendable {
             let room = credits.takeAll(atLeast: refill)
             let now = monotonicNanoseconds()
             if now >= window.end || run.failed { break }
-            batch.removeAll(keepingCapacity: true)
-            for i in k..<(k + room) {
-                sendTimes[i % inFlight] = now
-                batch.append(payloads.message(i))
-            }
+            fillWindow(&batch, from: k, count: room, sentAt: now)
             do {
                 if room == 1 { try messenger.send(batch[0]) } else { try messenger.send(contentsOf: batch) }
             } catch {
-                if !run.failed { fail("sending failed after \(k) messages: \(error)") }
+                failUnlessFailed("sending failed after \(k) messages: \(error)")
                 return
             }
             k += room
@@ -207,14 +89,8 @@ final class BenchConnection: BenchLoad, @unchecked Sendable {
         var owed = 0
         do {
             while true {
-                let mismatch = try receiver.receive { reply -> String? in
-                    figures.reply(reply, message: k, sentAt: sendTimes[k % inFlight], payloads: payloads, window: window)
-                }
-                guard let mismatch else { break }  // the server's end of stream
-                if let problem = mismatch {
-                    fail("message \(k + 1): \(problem)")
-                    return
-                }
+                guard let right = try receiver.receive({ checkReply($0, message: k) }) else { break }  // its end
+                if !right { return }
                 k += 1
                 replies.store(k, ordering: .relaxed)
                 owed += 1
@@ -224,7 +100,7 @@ final class BenchConnection: BenchLoad, @unchecked Sendable {
                 }
             }
         } catch {
-            if !run.failed { fail("after \(k) replies: \(error)") }
+            failUnlessFailed("after \(k) replies: \(error)")
             return
         }
         checkEnd(replies: k)
@@ -260,7 +136,7 @@ final class BenchConnection: BenchLoad, @unchecked Sendable {
                 return
             }
         } catch {
-            if !run.failed { fail("after \(k) replies: \(error)") }
+            failUnlessFailed("after \(k) replies: \(error)")
         }
     }
 
@@ -269,19 +145,18 @@ final class BenchConnection: BenchLoad, @unchecked Sendable {
     /// Sends continuously, 16 messages a call when they are small; counts
     /// the messages the messenger accepted inside the window.
     private func sendOneWay() {
-        let perCall = payloads.size <= 4096 ? 16 : 1
+        let perCall = oneWayPerCall
         var k = 0
         var batch: [[UInt8]] = []
         batch.reserveCapacity(perCall)
         while !run.failed {
             let now = monotonicNanoseconds()
             if now >= window.end { break }
-            batch.removeAll(keepingCapacity: true)
-            for i in k..<(k + perCall) { batch.append(payloads.message(i)) }
+            fillOneWay(&batch, from: k, count: perCall)
             do {
                 if perCall == 1 { try messenger.send(batch[0]) } else { try messenger.send(contentsOf: batch) }
             } catch {
-                if !run.failed { fail("sending failed after \(k) messages: \(error)") }
+                failUnlessFailed("sending failed after \(k) messages: \(error)")
                 return
             }
             k += perCall
@@ -300,7 +175,7 @@ final class BenchConnection: BenchLoad, @unchecked Sendable {
                 replies.store(count, ordering: .relaxed)
             }
         } catch {
-            if !run.failed && !sendingDone.load(ordering: .relaxed) { fail("\(error)") }
+            if !isSendingDone { failUnlessFailed("\(error)") }
         }
     }
 
@@ -309,20 +184,11 @@ final class BenchConnection: BenchLoad, @unchecked Sendable {
     /// Ends the stream once everything is sent: the server answers what it
     /// still owes and then ends its side.
     private func finishSending(after count: Int) {
-        sent.store(count, ordering: .relaxed)
-        sendingDone.store(true, ordering: .relaxed)
-        if run.failed { return }
+        guard sendingEnded(after: count) else { return }
         do {
             try messenger.close()
         } catch {
-            if !run.failed { fail("closing after \(count) messages: \(error)") }
-        }
-    }
-
-    private func checkEnd(replies count: Int) {
-        let total = sent.load(ordering: .relaxed)
-        if count != total && !run.failed {
-            fail("the server ended the connection after \(count) of \(total) replies")
+            failUnlessFailed("closing after \(count) messages: \(error)")
         }
     }
 }

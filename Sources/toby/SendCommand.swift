@@ -65,15 +65,7 @@ struct SendCommand: ParsableCommand {
     }
 
     func run() throws {
-        do {
-            try send()
-        } catch let error as TobyError {
-            Output.error(error.description)
-            throw ExitCode.failure
-        } catch let error as ToolError {
-            Output.error(error.description)
-            throw ExitCode.failure
-        }
+        try ToolError.exitingOnFailure { try send() }
     }
 
     private func send() throws {

@@ -263,4 +263,18 @@ nonisolated(unsafe) private var signalPipeWriteEnd: Int32 = -1
 struct ToolError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+
+    /// Runs a command's body; an error from the library or the tool is one
+    /// line on stderr and exit status 1 (others go to the argument parser).
+    static func exitingOnFailure(_ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch let error as TobyError {
+            Output.error(error.description)
+            throw ExitCode.failure
+        } catch let error as ToolError {
+            Output.error(error.description)
+            throw ExitCode.failure
+        }
+    }
 }

@@ -25,14 +25,12 @@ extension TobyAsyncConnection {
         group: TobyEventLoopGroup, timeout: Duration = .seconds(10), observer: (any TobyClientObserver)? = nil
     ) async throws -> TobyAsyncConnection {
         try configuration.validate()
-        guard let port16 = UInt16(exactly: port) else {
-            throw TobyError.invalidConfiguration("port must be in 0...65535 (got \(port))")
-        }
-        let peer = TobyMessenger.describe(host: host, port: port16)
-        return try await reporting(peer, to: observer) {
+        let endpoint = try Endpoint.tcp(host: host, port: port)
+        guard case .tcp(_, let port16) = endpoint else { throw TobyError.closed }  // a TCP endpoint, always
+        return try await reporting(endpoint.description, to: observer) {
             try await connect(
-                host: host, port: port16, peer: peer, configuration: configuration, group: group, timeout: timeout,
-                observer: observer)
+                host: host, port: port16, peer: endpoint.description, configuration: configuration, group: group,
+                timeout: timeout, observer: observer)
         }
     }
 
@@ -40,7 +38,7 @@ extension TobyAsyncConnection {
         host: String, port port16: UInt16, peer: String, configuration: TobyConfiguration,
         group: TobyEventLoopGroup, timeout: Duration, observer: (any TobyClientObserver)?
     ) async throws -> TobyAsyncConnection {
-        let addresses = try await resolve(host: host, port: port16)
+        let addresses = try await Endpoint.resolve(host: host, port: port16)
         let loop = group.next()
         return try await withTaskExecutorPreference(loop) {
             var lastError: any Error = TobyError.unresolvableHost(host: host, reason: "no address")
@@ -82,21 +80,20 @@ extension TobyAsyncConnection {
         group: TobyEventLoopGroup, timeout: Duration = .seconds(10), observer: (any TobyClientObserver)? = nil
     ) async throws -> TobyAsyncConnection {
         try configuration.validate()
-        try TobyListener.checkUnixPath(unixPath)
+        let peer = try Endpoint.unixSocket(unixPath).description
         let loop = group.next()
-        return try await reporting("unix:\(unixPath)", to: observer) {
+        return try await reporting(peer, to: observer) {
             try await withTaskExecutorPreference(loop) {
                 var fd: Int32 = -1
                 let rc = toby_socket_connect_unix_start(unixPath, &fd)
                 if rc != 0 && rc != -EINPROGRESS && rc != -EAGAIN {
-                    throw TobyError.systemAtAddress(operation: "connect", address: "unix:\(unixPath)", errno: -rc)
+                    throw TobyError.systemAtAddress(operation: "connect", address: peer, errno: -rc)
                 }
                 do {
                     if rc != 0 {
-                        try await loop.waitForConnect(fd: fd, to: "unix:\(unixPath)", timeout: timeout)
+                        try await loop.waitForConnect(fd: fd, to: peer, timeout: timeout)
                     }
-                    return try adopt(
-                        fd: fd, peer: "unix:\(unixPath)", configuration: configuration, loop: loop, observer: observer)
+                    return try adopt(fd: fd, peer: peer, configuration: configuration, loop: loop, observer: observer)
                 } catch {
                     _ = Glibc.close(fd)
                     throw error
@@ -142,40 +139,6 @@ extension TobyAsyncConnection {
         made.connection = nil
         guard let connection else { throw .closed }
         return connection
-    }
-
-    /// Resolves without blocking a pool thread: numeric addresses at once,
-    /// names with getaddrinfo on a thread of their own.
-    private static func resolve(host: String, port: UInt16) async throws -> [toby_address] {
-        if let addresses = try resolveNow(host: host, port: port, numericOnly: true) { return addresses }
-        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[toby_address], any Error>) in
-            do {
-                try Threads.spawn(stackSize: 256 << 10) {
-                    do {
-                        continuation.resume(returning: try resolveNow(host: host, port: port, numericOnly: false)!)
-                    } catch {
-                        continuation.resume(throwing: error)
-                    }
-                }
-            } catch {
-                continuation.resume(throwing: error)
-            }
-        }
-    }
-
-    /// nil when `numericOnly` and `host` is a name.
-    private static func resolveNow(host: String, port: UInt16, numericOnly: Bool) throws -> [toby_address]? {
-        var addresses = [toby_address](repeating: toby_address(), count: 8)
-        var gaiError: Int32 = 0
-        let count = addresses.withUnsafeMutableBufferPointer {
-            toby_socket_resolve(host, port, numericOnly ? 1 : 0, $0.baseAddress, Int32($0.count), &gaiError)
-        }
-        if count > 0 { return Array(addresses[0..<Int(count)]) }
-        if count == TOBY_EINVAL {
-            if numericOnly && gaiError == EAI_NONAME { return nil }
-            throw TobyError.unresolvableHost(host: host, reason: String(cString: gai_strerror(gaiError)))
-        }
-        throw TobyError.system(operation: "getaddrinfo(\(host))", errno: -count)
     }
 }
 

@@ -64,21 +64,16 @@ extension TobyConnection {
             foreignDeferred = true  // taken when the queue drains (flushOutput)
             return
         }
-        foreignDeferred = false
-        let messages = foreign
         let close = foreignClose
-        foreign.removeAll()
-        foreignBytes = 0
         foreignClose = nil
-        if foreignWaiters > 0 { loop.lock.broadcast() }
+        let messages = takeForeignSendsLocked()
         loop.lock.unlock()
         if close == .abortive {
             perform(machine.finish(nil, abortive: true))
             return
         }
         if machine.state.acceptsSends {
-            for message in messages { output.append(payload: message, order: order, pool: loop.outputPool) }
-            countSent(messages.count)
+            queue(messages)
             if !messages.isEmpty { markDirty() }
         }
         if close == .graceful { closeOnLoop() }
@@ -102,12 +97,23 @@ extension TobyConnection {
     func absorbForeignSends() {
         loop.lock.lock()
         foreignOpen = false
+        let messages = takeForeignSendsLocked()
+        loop.lock.unlock()
+        queue(messages)
+    }
+
+    /// With loop.lock held: takes the sends other threads queued and wakes
+    /// the ones blocked for room.
+    private func takeForeignSendsLocked() -> [[UInt8]] {
         let messages = foreign
         foreign.removeAll()
         foreignBytes = 0
         foreignDeferred = false
         if foreignWaiters > 0 { loop.lock.broadcast() }
-        loop.lock.unlock()
+        return messages
+    }
+
+    private func queue(_ messages: [[UInt8]]) {
         for message in messages { output.append(payload: message, order: order, pool: loop.outputPool) }
         countSent(messages.count)
     }

@@ -147,20 +147,9 @@ public final class TobyServer: Sendable {
     ) throws(TobyError) -> TobyServer {
         try options.validate()
         try configuration.validate()
-        guard let port16 = UInt16(exactly: port) else {
-            throw .invalidConfiguration("port must be in 0...65535 (got \(port))")
-        }
-        var fd: Int32 = -1
-        var bound: UInt16 = 0
-        var gaiError: Int32 = 0
-        let rc = toby_socket_listen_tcp(host, port16, Int32(clamping: options.backlog), &fd, &bound, &gaiError)
-        if rc == TOBY_EINVAL {
-            throw .unresolvableHost(host: host, reason: String(cString: gai_strerror(gaiError)))
-        }
-        if rc != 0 { throw .system(operation: "listen on \(TobyMessenger.describe(host: host, port: port16))", errno: -rc) }
+        let (fd, bound) = try Endpoint.tcp(host: host, port: port).listen(backlog: options.backlog)
         return try TobyServer(
-            fd: fd, unixPath: nil, address: TobyMessenger.describe(host: host, port: bound), port: Int(bound),
-            configuration: configuration, options: options, group: group, handler: handler)
+            fd: fd, bound: bound, configuration: configuration, options: options, group: group, handler: handler)
     }
 
     /// Listens on a Unix domain socket path and starts serving. The path
@@ -172,20 +161,18 @@ public final class TobyServer: Sendable {
     ) throws(TobyError) -> TobyServer {
         try options.validate()
         try configuration.validate()
-        try TobyListener.checkUnixPath(unixPath)
-        var fd: Int32 = -1
-        let rc = toby_socket_listen_unix(unixPath, Int32(clamping: options.backlog), &fd)
-        if rc != 0 { throw .system(operation: "listen on unix:\(unixPath)", errno: -rc) }
+        let (fd, bound) = try Endpoint.unixSocket(unixPath).listen(backlog: options.backlog)
         return try TobyServer(
-            fd: fd, unixPath: unixPath, address: "unix:\(unixPath)", port: 0,
-            configuration: configuration, options: options, group: group, handler: handler)
+            fd: fd, bound: bound, configuration: configuration, options: options, group: group, handler: handler)
     }
 
     private init(
-        fd: Int32, unixPath: String?, address: String, port: Int, configuration: TobyConfiguration,
-        options: Options, group: TobyEventLoopGroup?,
+        fd: Int32, bound: Endpoint, configuration: TobyConfiguration, options: Options, group: TobyEventLoopGroup?,
         handler: @escaping @Sendable (TobyConnection) -> any TobyServerHandler
     ) throws(TobyError) {
+        let unixPath = bound.unixPath
+        let address = bound.description
+        let port = bound.port
         func abandon() {
             _ = Glibc.close(fd)
             if let unixPath { _ = unlink(unixPath) }
