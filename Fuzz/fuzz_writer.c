@@ -8,6 +8,8 @@
  *            bit 2: empty payloads get a NULL data pointer
  *            bit 3: resume every -EAGAIN with a freshly initialised writer
  *            bit 4: start mid-stream (bytes 3,4 choose where)
+ *            bit 5: raw items through toby_writer_write_raw (sent as
+ *                   they are, no prefix: an event loop's framed output)
  *   byte 1,2 frame count: (b1 | b2 << 8) % 1100    (> 512 splits batches)
  *   byte 3,4 start position in the encoded stream (when bit 4 is set)
  *   byte 5   t, the number of length entries (1 + b % 32)
@@ -131,6 +133,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
     int null_empty = (in[0] >> 2) & 1;
     int fresh = (in[0] >> 3) & 1;
     int mid = (in[0] >> 4) & 1;
+    int raw_items = (in[0] >> 5) & 1;
     size_t count = (size_t)(in[1] | (in[2] << 8)) % 1100;
     size_t start_at = (size_t)(in[3] | (in[4] << 8));
     size_t t = 1 + in[5] % 32;
@@ -155,12 +158,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
     for (size_t i = 0; i < count; i++) {
         uint8_t b = lens[i % t];
         size_t len = b < 200 ? b : (size_t)(b - 199) * 97;
-        if (total + 8 + len > MAX_STREAM) {
+        size_t prefix = raw_items ? 0 : 8;
+        if (total + prefix + len > MAX_STREAM) {
             count = i; /* keep each run fast */
             break;
         }
         starts[i] = total;
-        total += 8 + len;
+        total += prefix + len;
         frames[i].len = len;
     }
     starts[count] = total;
@@ -169,15 +173,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
     for (size_t i = 0; i < count; i++) {
         size_t len = frames[i].len;
         uint8_t *d = want + starts[i];
-        for (int k = 0; k < 8; k++)
-            d[k] = (uint8_t)((uint64_t)len >> (big ? 8 * (7 - k) : 8 * k));
+        if (!raw_items) {
+            for (int k = 0; k < 8; k++)
+                d[k] = (uint8_t)((uint64_t)len >> (big ? 8 * (7 - k) : 8 * k));
+            d += 8;
+        }
         uint8_t *pl = NULL;
         if (len > 0 || !null_empty) {
             pl = malloc(len ? len : 1);
             CHECK(pl != NULL);
             for (size_t j = 0; j < len; j++)
                 pl[j] = payload_byte(i, j);
-            memcpy(d + 8, pl, len);
+            memcpy(d, pl, len);
         }
         frames[i].data = pl;
     }
@@ -203,14 +210,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
     for (unsigned long rounds = 0;; rounds++) {
         CHECK(rounds < 1000UL * 1000);
         unsigned long calls_before = fk.calls;
-        int rc = toby_writer_write(w, frames, count, &index, &offset, flags);
+        int rc = raw_items
+                     ? toby_writer_write_raw(w, frames, count, &index, &offset, flags)
+                     : toby_writer_write(w, frames, count, &index, &offset, flags);
         /* Progress names exactly the first byte not yet accepted. */
         CHECK(index <= count);
         if (index == count) {
             CHECK(offset == 0);
             CHECK(fk.out == total);
         } else {
-            CHECK(offset < 8 + (uint64_t)frames[index].len);
+            CHECK(offset < (raw_items ? 0 : 8) + (uint64_t)frames[index].len);
             CHECK(starts[index] + offset == fk.out);
         }
         if (rc == 0) {

@@ -211,22 +211,3 @@ int toby_loop_timeout_ms(uint64_t now_ns, uint64_t deadline_ns) {
     uint64_t ms = wait / 1000000u + (wait % 1000000u != 0);
     return ms > (uint64_t)INT32_MAX ? INT32_MAX : (int)ms;
 }
-
-/* ---- raw gather writes --------------------------------------------------- */
-
-ssize_t toby_sendv(const toby_io *io, int fd, const struct iovec *iov,
-                   int count, int flags) {
-    if (io == NULL || iov == NULL || count <= 0 || count > TOBY_WRITER_IOV)
-        return TOBY_EINVAL;
-    struct msghdr msg;
-    memset(&msg, 0, sizeof(msg));
-    msg.msg_iov = (struct iovec *)iov;
-    msg.msg_iovlen = (size_t)count;
-    ssize_t sent;
-    do {
-        sent = io->sendmsg(io->ctx, fd, &msg, MSG_NOSIGNAL | flags);
-    } while (sent == -EINTR);
-    if (sent == 0 || sent == -EWOULDBLOCK)
-        return -EAGAIN;
-    return sent;
-}

@@ -299,21 +299,6 @@ final class LoopMechanismTests: XCTestCase {
         XCTAssertEqual(toby_reader_set_ring(box.reader, other, 24), TOBY_EINVAL)
         XCTAssertEqual(toby_reader_set_ring(box.reader, nil, 16), TOBY_EINVAL)
     }
-
-    func testSendvRetriesEINTRAndReportsNoProgressAsEAGAIN() {
-        let io = ScriptedIO(send: [.error(EINTR), .accept(3), .accept(0), .error(EPIPE)])
-        var bytes: [UInt8] = [1, 2, 3, 4, 5]
-        bytes.withUnsafeMutableBytes { raw in
-            var iov = iovec(iov_base: raw.baseAddress, iov_len: raw.count)
-            XCTAssertEqual(toby_sendv(io.io, fakeFD, &iov, 1, 0), 3)
-            XCTAssertEqual(toby_sendv(io.io, fakeFD, &iov, 1, 0), -Int(EAGAIN))
-            XCTAssertEqual(toby_sendv(io.io, fakeFD, &iov, 1, 0), -Int(EPIPE))
-            XCTAssertEqual(toby_sendv(io.io, fakeFD, &iov, 0, 0), Int(TOBY_EINVAL))
-            XCTAssertEqual(toby_sendv(io.io, fakeFD, &iov, Int32(TOBY_WRITER_IOV) + 1, 0), Int(TOBY_EINVAL))
-        }
-        XCTAssertEqual(io.written, [1, 2, 3])
-        XCTAssertTrue(io.sendFlags.allSatisfy { $0 & msgNoSignal != 0 }, "never SIGPIPE")
-    }
 }
 
 /// toby_reader_take, the event loop's batch fast path, against the

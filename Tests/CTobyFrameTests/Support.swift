@@ -425,4 +425,11 @@ final class WriterBox {
             toby_writer_write(writer, p.baseAddress, p.count, &index, &offset, flags)
         }
     }
+
+    /// `toby_writer_write_raw`: the items are sent as they are.
+    func writeRaw(_ items: OutFrames, index: inout Int, offset: inout UInt64, flags: Int32 = 0) -> Int32 {
+        items.outs.withUnsafeBufferPointer { p in
+            toby_writer_write_raw(writer, p.baseAddress, p.count, &index, &offset, flags)
+        }
+    }
 }

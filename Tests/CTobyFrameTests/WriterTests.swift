@@ -337,4 +337,84 @@ final class WriterTests: XCTestCase {
             XCTAssertEqual(res.status, statusEnd)
         }
     }
+
+    // MARK: Raw items (already framed bytes: the event loop's output queue)
+
+    /// Writes raw items, resuming after every -EAGAIN, as the loop does.
+    private func writeAllRaw(_ w: WriterBox, _ items: OutFrames, file: StaticString = #filePath, line: UInt = #line) {
+        var index = 0
+        var offset: UInt64 = 0
+        for _ in 0..<100_000 {
+            let rc = w.writeRaw(items, index: &index, offset: &offset)
+            if rc == 0 {
+                XCTAssertEqual(index, items.outs.count, file: file, line: line)
+                XCTAssertEqual(offset, 0, file: file, line: line)
+                return
+            }
+            XCTAssertEqual(rc, -EAGAIN, file: file, line: line)
+            // Progress never rests inside an item it finished, or on an empty one.
+            if index < items.outs.count { XCTAssertLessThan(Int(offset), items.outs[index].len, file: file, line: line) }
+        }
+        XCTFail("no progress", file: file, line: line)
+    }
+
+    func testRawItemsGoOutAsTheyAreOneVectorEach() {
+        let items: [[UInt8]] = [[1], payload(300, seed: 1), [], payload(5000, seed: 2), []]
+        let w = WriterBox(order: TOBY_BIG_ENDIAN)
+        writeAllRaw(w, OutFrames(items))
+        XCTAssertEqual(w.io.written, items.flatMap { $0 }, "no prefix added, nothing reordered")
+        XCTAssertEqual(w.io.sendIovCounts, [3], "one vector per item, none for an empty one, never staged")
+        checkCommon(w)
+    }
+
+    /// Short writes of every size: each call resumes at the exact byte.
+    func testRawItemsResumeAfterShortWritesOfEverySize() {
+        let items: [[UInt8]] = [payload(9, seed: 1), [], payload(3, seed: 2), payload(20, seed: 3), [], [7]]
+        let want = items.flatMap { $0 }
+        for accept in 1...want.count {
+            let w = WriterBox(order: TOBY_LITTLE_ENDIAN)
+            w.io.defaultAccept = accept
+            writeAllRaw(w, OutFrames(items, nullEmpty: accept % 2 == 0))
+            XCTAssertEqual(w.io.written, want, "accept \(accept)")
+            checkCommon(w)
+        }
+    }
+
+    /// More items than one `sendmsg` takes: several calls of at most
+    /// TOBY_WRITER_IOV vectors, in order.
+    func testMoreRawItemsThanOneCallTakes() {
+        let items = (0..<2500).map { payload(1 + $0 % 5, seed: $0) }
+        let w = WriterBox(order: TOBY_LITTLE_ENDIAN)
+        writeAllRaw(w, OutFrames(items))
+        XCTAssertEqual(w.io.written, items.flatMap { $0 })
+        XCTAssertEqual(w.io.sendIovCounts, [1024, 1024, 452])
+        checkCommon(w)
+    }
+
+    /// Empty raw items alone make no call at all (a sendmsg of nothing
+    /// returns 0, which would read as a full socket).
+    func testEmptyRawItemsAloneMakeNoCall() {
+        let w = WriterBox(order: TOBY_LITTLE_ENDIAN)
+        var index = 0
+        var offset: UInt64 = 0
+        XCTAssertEqual(w.writeRaw(OutFrames([[], [], []]), index: &index, offset: &offset), 0)
+        XCTAssertEqual(index, 3)
+        XCTAssertEqual(w.io.sendCalls, 0)
+    }
+
+    /// EINTR is retried, no progress is EAGAIN, and a failure keeps the
+    /// progress made.
+    func testRawItemsKeepProgressThroughEINTREAGAINAndEPIPE() {
+        let w = WriterBox(order: TOBY_LITTLE_ENDIAN, send: [.error(EINTR), .accept(3), .accept(0), .error(EPIPE)])
+        let out = OutFrames([[1, 2, 3, 4, 5]])
+        var index = 0
+        var offset: UInt64 = 0
+        XCTAssertEqual(w.writeRaw(out, index: &index, offset: &offset), -EAGAIN)
+        XCTAssertEqual(index, 0)
+        XCTAssertEqual(offset, 3)
+        XCTAssertEqual(w.writeRaw(out, index: &index, offset: &offset), -EPIPE)
+        XCTAssertEqual(offset, 3, "progress kept")
+        XCTAssertEqual(w.io.written, [1, 2, 3])
+        checkCommon(w)
+    }
 }

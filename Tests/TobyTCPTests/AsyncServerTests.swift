@@ -406,10 +406,10 @@ final class AsyncServerTests: XCTestCase {
         let raw = peer.socket.fd
         let bytes = frame([1, 2, 3]) + TobyProtocol.prefix(length: 11)
         _ = bytes.withUnsafeBytes { send(raw, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        let sum = try await client.withNextMessage { $0.reduce(0) { $0 + Int($1) } }
+        let sum = try await client.receive { $0.reduce(0) { $0 + Int($1) } }
         XCTAssertEqual(sum, 6)
         do {
-            _ = try await client.withNextMessage { $0.count }
+            _ = try await client.withNextMessage { $0.byteCount }
             XCTFail("the oversized prefix must end the stream")
         } catch let error as TobyError {
             guard case .frameTooLarge(let length, let limit, _) = error else { return XCTFail("\(error)") }

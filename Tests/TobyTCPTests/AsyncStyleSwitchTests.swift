@@ -8,11 +8,11 @@ import Glibc
 #endif
 
 /// Switching receive styles on one async connection, one after another:
-/// `messages`, `batches` and `withNextMessage` in every order, whether the
+/// `messages`, `batches`, `receive` and `withNextMessage` in every order, whether the
 /// first message arrived alone in its read or with others behind it.
 final class AsyncStyleSwitchTests: XCTestCase {
     enum Style: CaseIterable, Sendable {
-        case messages, batches, borrowing
+        case messages, batches, borrowing, span
 
         /// Takes one unit (a message, or a read's batch); nil at the end.
         func takeOne(_ connection: TobyAsyncConnection) async throws -> [[UInt8]]? {
@@ -24,7 +24,11 @@ final class AsyncStyleSwitchTests: XCTestCase {
                 for try await batch in connection.batches { return batch.messages }
                 return nil
             case .borrowing:
-                return try await connection.withNextMessage { [Array($0)] }
+                return try await connection.receive { [Array($0)] }
+            case .span:
+                return try await connection.withNextMessage { span in
+                    [(0..<span.byteCount).map { span.unsafeLoad(fromByteOffset: $0, as: UInt8.self) }]
+                }
             }
         }
     }

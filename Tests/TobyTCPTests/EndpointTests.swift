@@ -1,3 +1,5 @@
+import CTobyFrame
+import Foundation
 import Glibc
 import XCTest
 

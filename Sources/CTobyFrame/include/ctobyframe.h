@@ -248,26 +248,33 @@ ssize_t toby_reader_direct_fill(toby_reader *r, void *dst, size_t dst_len,
 /** Frames whose payload is at most this many bytes are copied, prefix and
  *  all, into the writer's staging buffer instead of taking two iovecs: for
  *  small frames a user-space copy is far cheaper than the kernel's
- *  per-segment cost of walking an iovec. */
+ *  per-segment cost of walking an iovec. The one threshold of TobyTCP: the
+ *  event loop's output queue copies frames up to this size together too. */
 #define TOBY_WRITER_COALESCE 512
 
 /** Bytes of the writer's staging buffer for coalesced small frames. */
 #define TOBY_WRITER_STAGE (32 * 1024)
 
-/** One outgoing message: a borrowed payload. The writer never copies or
- *  frees it; it must stay valid for the duration of the write call. */
+/** One outgoing message: a borrowed payload (or, for
+ *  toby_writer_write_raw(), bytes that are already framed). The writer never
+ *  copies or frees it unless staging it; it must stay valid for the
+ *  duration of the write call. */
 typedef struct toby_out {
     const void *data;
     size_t len;
 } toby_out;
 
 /**
- * Gathers frames into sendmsg calls of up to TOBY_WRITER_IOV vectors, sent
- * with MSG_NOSIGNAL so a gone peer yields -EPIPE instead of SIGPIPE. A
- * payload larger than TOBY_WRITER_COALESCE goes out from the caller's memory
- * as its own iovec (never copied); smaller frames are copied with their
- * prefix into a staging buffer, so a batch of small frames leaves in a few
- * large vectors.
+ * The one writer of TobyTCP, for the blocking client and the event loops
+ * alike. Gathers frames into sendmsg calls of up to TOBY_WRITER_IOV
+ * vectors, sent with MSG_NOSIGNAL so a gone peer yields -EPIPE instead of
+ * SIGPIPE. A payload larger than TOBY_WRITER_COALESCE goes out from the
+ * caller's memory as its own iovec (never copied); smaller frames are
+ * copied with their prefix into a staging buffer, so a batch of small
+ * frames leaves in a few large vectors. toby_writer_write_raw() sends bytes
+ * that are already framed through the same loop. The descriptor is set per
+ * writer; an event loop re-initialises its one writer for each connection
+ * it flushes (toby_writer_init is cheap).
  *
  * The fields are private scratch space; visible only so callers can
  * allocate the struct (about 56 KiB; pages are touched only as used).
@@ -301,6 +308,18 @@ int toby_writer_init(toby_writer *w, toby_byte_order order, int fd,
  */
 int toby_writer_write(toby_writer *w, const toby_out *frames, size_t count,
                       size_t *index, uint64_t *offset, int flags);
+
+/**
+ * toby_writer_write() for bytes that are already framed (an event loop's
+ * queued output: coalesced small frames, large payloads after their prefix,
+ * frames forwarded unchanged from a ring): each item goes out as it is, as
+ * one vector, never staged and with no prefix added, so `*offset` counts
+ * the item's bytes only. Empty items are skipped (never a sendmsg without
+ * bytes), and the progress stored never rests on one. The byte order is
+ * not used. Returns as toby_writer_write().
+ */
+int toby_writer_write_raw(toby_writer *w, const toby_out *items, size_t count,
+                          size_t *index, uint64_t *offset, int flags);
 
 /* ------------------------------------------------------------------------ */
 /* Sockets                                                                  */
@@ -392,18 +411,6 @@ size_t toby_reader_take(toby_reader *r, toby_span *out, size_t max);
 /** Bytes buffered in the ring and not yet consumed (a loop gives the ring
  *  back to its pool when this is 0). */
 size_t toby_reader_buffered(const toby_reader *r);
-
-/**
- * One gather write of raw bytes: sendmsg(iov[0..count)) with MSG_NOSIGNAL |
- * `flags`, EINTR retried. For output that is already framed (a loop's
- * coalesced replies, frames forwarded unchanged from a ring). `iov` is
- * caller-owned and only read during the call; count <= TOBY_WRITER_IOV.
- * Returns the bytes written (> 0; possibly fewer than asked), -EAGAIN when
- * nothing could be written (a sendmsg that returns 0 counts as that), or
- * another -errno.
- */
-ssize_t toby_sendv(const toby_io *io, int fd, const struct iovec *iov,
-                   int count, int flags);
 
 /* ------------------------------------------------------------------------ */
 /* Event loop mechanism (Linux epoll)                                       */

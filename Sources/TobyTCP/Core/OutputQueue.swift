@@ -7,7 +7,7 @@ import Glibc
 /// - `.inline(n)`: the next `n` bytes of the inline buffer, where small
 ///   frames are copied with their prefix. For small frames one `memcpy` is
 ///   cheaper than the kernel walking an extra iovec, and consecutive ones
-///   leave as one vector (the same rule as the C writer's staging buffer).
+///   leave as one vector (`TOBY_WRITER_COALESCE`, the C writer's rule).
 /// - `.owned(array)`: a large payload (or a frame's bytes) kept alive by its
 ///   array: retained, never copied.
 /// - `.borrowed(bytes)`: already framed bytes lent by a reader's ring during
@@ -26,8 +26,9 @@ struct OutputQueue {
         case borrowed(UnsafeRawBufferPointer)
     }
 
-    /// Payloads up to this size are copied inline with their prefix.
-    static let inlineLimit = 1024
+    /// Payloads up to this size are copied inline with their prefix: the
+    /// C writer's threshold, the one rule for copying small frames together.
+    static let inlineLimit = Int(TOBY_WRITER_COALESCE)
 
     private(set) var chunks: [Chunk] = []
     private var head = 0  // chunks[..<head] are sent
@@ -199,37 +200,49 @@ struct OutputQueue {
         case failed(Int32)
     }
 
-    /// Writes as much as the socket takes, many chunks per `sendmsg`.
-    mutating func flush(fd: Int32, iov: UnsafeMutablePointer<iovec>, pool: BufferPool) -> FlushResult {
+    /// Writes as much as the socket takes, many chunks per `sendmsg`,
+    /// through the C writer (the one writer; `toby_writer_write_raw`, as
+    /// the chunks hold frames that are framed already).
+    mutating func flush(
+        fd: Int32, scratch: WriterScratch, pool: BufferPool, io: UnsafePointer<toby_io> = toby_io_system()
+    ) -> FlushResult {
+        let writer = scratch.writer
+        let outs = scratch.outs
+        // Raw items only: the byte order is never used.
+        _ = toby_writer_init(writer, TOBY_LITTLE_ENDIAN, fd, io)
         while pendingBytes > 0 {
             var count = 0
             var inlineCursor = inlineRead
             var index = head
             // Keep the arrays alive while the kernel reads them: the chunks
             // array holds them and is not mutated until the write returns.
-            while index < chunks.count && count < Int(TOBY_WRITER_IOV) {
+            while index < chunks.count && count < WriterScratch.capacity {
                 let skip = index == head ? headOffset : 0
                 switch chunks[index] {
                 case .inline(let n):
                     // `inlineRead` is already past the head chunk's sent
                     // bytes (`consume` moves both it and `headOffset`), so
                     // the cursor starts at the first unsent byte.
-                    iov[count] = iovec(iov_base: inlineBase! + inlineCursor, iov_len: n - skip)
+                    outs[count] = toby_out(data: inlineBase! + inlineCursor, len: n - skip)
                     inlineCursor += n - skip
                 case .owned(let array):
                     let base = array.withUnsafeBytes { $0.baseAddress! }
-                    iov[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: base + skip), iov_len: array.count - skip)
+                    outs[count] = toby_out(data: base + skip, len: array.count - skip)
                 case .borrowed(let bytes):
-                    iov[count] = iovec(
-                        iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress! + skip), iov_len: bytes.count - skip)
+                    outs[count] = toby_out(data: bytes.baseAddress! + skip, len: bytes.count - skip)
                 }
                 count += 1
                 index += 1
             }
-            let sent = toby_sendv(toby_io_system(), fd, iov, Int32(count), 0)
-            if sent == -Int(EAGAIN) { return .wouldBlock }
-            if sent < 0 { return .failed(Int32(-sent)) }
-            consume(sent)
+            var done = 0
+            var offset: UInt64 = 0
+            let rc = toby_writer_write_raw(writer, outs, count, &done, &offset, 0)
+            var sent = Int(offset)
+            for i in 0..<done { sent += outs[i].len }
+            if sent > 0 { consume(sent) }
+            if rc == 0 { continue }
+            if rc == -EAGAIN || rc == -EWOULDBLOCK { return .wouldBlock }
+            return .failed(-rc)
         }
         finishDrain(pool: pool)
         return .drained
@@ -288,5 +301,25 @@ struct OutputQueue {
     mutating func discard(pool: BufferPool) {
         pendingBytes = 0
         finishDrain(pool: pool)
+    }
+}
+
+/// The C writer and the items one flush hands it. A loop has one (it
+/// flushes one connection at a time); the writer's pages are touched only
+/// as far as they are used.
+final class WriterScratch {
+    /// Items per `toby_writer_write` call: one vector each.
+    static let capacity = Int(TOBY_WRITER_IOV)
+    let writer: UnsafeMutablePointer<toby_writer>
+    let outs: UnsafeMutablePointer<toby_out>
+
+    init() {
+        writer = .allocate(capacity: 1)
+        outs = .allocate(capacity: WriterScratch.capacity)
+    }
+
+    deinit {
+        writer.deallocate()
+        outs.deallocate()
     }
 }

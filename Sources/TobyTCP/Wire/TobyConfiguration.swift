@@ -49,10 +49,17 @@ public struct TobyConfiguration: Sendable, Equatable, Hashable {
     /// least 1. Default 4 MiB.
     public var maxQueuedSendBytes: Int = 4 << 20
 
-    /// If set, a receive that has been waiting for a peer's bytes this long
-    /// fails with ``TobyError/timedOut(_:)`` (the connection stays usable), so
-    /// an idle or slow-loris peer cannot hold a consumer forever. Positive
-    /// when set. Default nil.
+    /// If set, the longest the peer may take to complete a message while one
+    /// is awaited, so an idle or slow-loris peer cannot hold a consumer
+    /// forever. One meaning, two outcomes: a blocking receive (on
+    /// ``TobyReceiver``) waits this long and throws ``TobyError/timedOut(_:)``
+    /// for that receive only (what the peer sent so far stays buffered, and
+    /// the receiver stays usable: retry or close); a connection served by an
+    /// event loop (``TobyServer``, ``TobyAsyncConnection``) always awaits the
+    /// next message, counted from the last one delivered, and is closed with
+    /// ``TobyError/timedOut(_:)`` (reported to its handler or consumer) when
+    /// none completes in time; it is not counted while reading is paused by
+    /// back-pressure. Positive when set. Default nil.
     public var readTimeout: Duration? = nil
 
     /// If set, an async send that has waited this long for room in a

@@ -101,7 +101,7 @@ extension TobyConnection {
     func shutDown() {
         loop.assertOnLoop()
         if !machine.isClosed && !output.isEmpty {
-            _ = output.flush(fd: fd, iov: loop.iov, pool: loop.outputPool)
+            _ = output.flush(fd: fd, scratch: loop.writer, pool: loop.outputPool)
         }
         perform(machine.finish(nil))
     }
@@ -129,7 +129,7 @@ extension TobyConnection {
         guard !machine.isClosed else { return }
         if !output.isEmpty {
             let unsent = output.pendingBytes
-            let result = output.flush(fd: fd, iov: loop.iov, pool: loop.outputPool)
+            let result = output.flush(fd: fd, scratch: loop.writer, pool: loop.outputPool)
             countWritten(bytes: unsent - output.pendingBytes)
             switch result {
             case .drained:

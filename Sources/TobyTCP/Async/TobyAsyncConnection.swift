@@ -215,9 +215,11 @@ public final class TobyAsyncConnection: @unchecked Sendable {
     /// message that read brought.
     public var batches: Batches { Batches(connection: self) { try await $0.nextBatchOnLoop() } }
 
-    /// The next message, lent to `body` (valid during the call): parse in
-    /// place without copying. Returns nil at the end of stream.
-    public func withNextMessage<R: Sendable>(_ body: @Sendable (UnsafeRawBufferPointer) throws -> R) async throws -> R? {
+    /// The next message, lent to `body` as a buffer pointer (valid during
+    /// the call): parse in place without copying. Returns nil at the end of
+    /// stream. The async form of ``TobyReceiver/receive(_:)``, lending the
+    /// same way; ``withNextMessage(_:)`` lends a `RawSpan` instead.
+    public func receive<R: Sendable>(_ body: @Sendable (UnsafeRawBufferPointer) throws -> R) async throws -> R? {
         guard claim() else { throw TobyError.alreadyReceiving }
         defer { releaseClaim() }
         return try await onLoop {
@@ -225,6 +227,23 @@ public final class TobyAsyncConnection: @unchecked Sendable {
             return try message.withUnsafeBytes { try body($0) }
         }
     }
+
+    #if compiler(>=6.2)
+    /// The next message, lent to `body` as a `RawSpan`, which cannot escape
+    /// the closure: the zero-copy receive with the compiler checking the
+    /// lifetime, as ``TobyReceiver/withNextMessage(_:)-369ox`` lends it.
+    /// Returns nil at the end of stream.
+    ///
+    /// ```swift
+    /// let count = try await connection.withNextMessage { span in span.byteCount }
+    /// ```
+    public func withNextMessage<R: Sendable>(_ body: @Sendable (RawSpan) throws -> R) async throws -> R? {
+        try await receive { buffer in
+            // The span borrows `buffer`, valid for this closure only.
+            try body(unsafe RawSpan(_unsafeBytes: buffer))
+        }
+    }
+    #endif
 
     // MARK: Sending
 
@@ -302,168 +321,5 @@ public final class TobyAsyncConnection: @unchecked Sendable {
     /// Drops everything queued and resets the connection. Safe from anywhere.
     public func abort() {
         core.abort()
-    }
-}
-
-extension TobyAsyncConnection {
-    /// The inbound messages (``TobyAsyncConnection/messages``), each a view
-    /// of its batch's storage.
-    public typealias Messages = Inbound<ArraySlice<UInt8>>
-
-    /// The inbound batches (``TobyAsyncConnection/batches``): every complete
-    /// message one read brought.
-    public typealias Batches = Inbound<TobyBatch>
-
-    /// Inbound elements (messages or batches) as an `AsyncSequence`, ending
-    /// with nil at a clean end of stream and throwing the connection's error
-    /// after every element before it.
-    public struct Inbound<Element: Sendable>: AsyncSequence, Sendable {
-        let connection: TobyAsyncConnection
-        /// Takes the next element, on the connection's loop.
-        let take: @Sendable (TobyAsyncConnection) async throws -> Element?
-
-        /// Starts iterating; a second iterator at the same time throws
-        /// ``TobyError/alreadyReceiving`` from its first `next()`.
-        public func makeAsyncIterator() -> Iterator {
-            Iterator(connection: connection, take: take, claim: Claim(connection))
-        }
-
-        /// Iterates the elements.
-        public struct Iterator: AsyncIteratorProtocol {
-            let connection: TobyAsyncConnection
-            let take: @Sendable (TobyAsyncConnection) async throws -> Element?
-            let claim: Claim
-
-            /// The next element, nil at the end of stream.
-            public mutating func next() async throws -> Element? {
-                guard claim.held else { throw TobyError.alreadyReceiving }
-                let connection = self.connection
-                let take = self.take
-                return try await connection.onLoop { try await take(connection) }
-            }
-        }
-    }
-
-    /// The single-consumer right, held for an iterator's lifetime.
-    final class Claim: Sendable {
-        let connection: TobyAsyncConnection
-        let held: Bool
-
-        init(_ connection: TobyAsyncConnection) {
-            self.connection = connection
-            held = connection.claim()
-        }
-
-        deinit {
-            if held { connection.releaseClaim() }
-        }
-    }
-}
-
-extension TobyBatch {
-    /// The messages of `batch` from `index` on.
-    init(remainderOf batch: TobyBatch, from index: Int) {
-        let cut = batch.starts[index] - 8
-        frames = Array(batch.frames[cut...])
-        starts = batch.starts[index...].map { $0 - cut }
-        byteOrder = batch.byteOrder
-    }
-}
-
-/// The handler that connects a loop connection to its async side.
-struct AsyncBridge: TobyServerHandler {
-    let body: @Sendable (TobyAsyncConnection) async throws -> Void
-    let preferLoop: Bool
-    var connection: TobyAsyncConnection?
-
-    mutating func connectionOpened(_ core: TobyConnection) {
-        let connection = TobyAsyncConnection(core: core)
-        self.connection = connection
-        let body = self.body
-        Task(executorPreference: preferLoop ? core.loop : nil) {
-            do {
-                try await body(connection)
-                try await connection.close(discardingInput: true)
-            } catch {
-                // The body's own failure (or a connection error it let
-                // through) ends the connection; queued output still goes out.
-                try? await connection.close(discardingInput: true)
-            }
-        }
-    }
-
-    func received(_ messages: TobyMessages, on core: TobyConnection) {
-        connection?.loopReceived(messages)
-    }
-
-    func inputEnded(on core: TobyConnection) {
-        // The async side decides when to close (its task ends, or close()).
-        connection?.loopEnded(nil)
-    }
-
-    func connectionClosed(_ core: TobyConnection, error: TobyError?) {
-        connection?.loopEnded(error)
-    }
-
-    func shouldQuiesce(on core: TobyConnection) {
-        // The task closes the connection once it has seen the end.
-        connection?.loopQuiesce()
-    }
-}
-
-extension TobyServer {
-    /// Listens on a TCP address and serves each connection with an async
-    /// `body`, in a task of its own started on the connection's loop.
-    ///
-    /// ```swift
-    /// let server = try TobyServer.serve(port: 0) { connection in
-    ///     for try await batch in connection.batches {
-    ///         try await connection.send(contentsOf: batch)
-    ///     }
-    /// }
-    /// ```
-    ///
-    /// When `body` returns (or throws), the connection is closed gracefully:
-    /// everything it sent goes out, then the stream ends.
-    ///
-    /// - Parameters:
-    ///   - host: A numeric address or a name; `"0.0.0.0"` or `"::"` for all.
-    ///   - port: The port; 0 picks a free one (read it from ``port``).
-    ///   - configuration: Framing, limits and timeouts of every connection.
-    ///   - options: Back-pressure and backlog.
-    ///   - group: The loops to serve on; nil makes a group the server owns.
-    ///   - preferLoopExecutor: run each connection's task with its loop as
-    ///     executor preference (default), so I/O resumes it on the loop's
-    ///     thread without a hop; false runs it on Swift's global pool.
-    ///   - body: Serves one connection.
-    /// - Throws: As ``listen(host:port:configuration:options:group:handler:)``.
-    public static func serve(
-        host: String = "127.0.0.1", port: Int, configuration: TobyConfiguration = .default,
-        options: Options = Options(), group: TobyEventLoopGroup? = nil, preferLoopExecutor: Bool = true,
-        _ body: @escaping @Sendable (TobyAsyncConnection) async throws -> Void
-    ) throws(TobyError) -> TobyServer {
-        try listen(host: host, port: port, configuration: configuration, options: options, group: group) { _ in
-            AsyncBridge(body: body, preferLoop: preferLoopExecutor, connection: nil)
-        }
-    }
-
-    /// Listens on a Unix domain socket and serves each connection with an
-    /// async `body` (see ``serve(host:port:configuration:options:group:preferLoopExecutor:_:)``).
-    ///
-    /// - Parameters:
-    ///   - unixPath: The socket's path; it must not exist, and ``close(gracePeriod:)`` removes it.
-    ///   - configuration: Framing, limits and timeouts of every connection.
-    ///   - options: Back-pressure and backlog.
-    ///   - group: The loops to serve on; nil makes a group the server owns.
-    ///   - preferLoopExecutor: as for the TCP form.
-    ///   - body: Serves one connection.
-    public static func serve(
-        unixPath: String, configuration: TobyConfiguration = .default,
-        options: Options = Options(), group: TobyEventLoopGroup? = nil, preferLoopExecutor: Bool = true,
-        _ body: @escaping @Sendable (TobyAsyncConnection) async throws -> Void
-    ) throws(TobyError) -> TobyServer {
-        try listen(unixPath: unixPath, configuration: configuration, options: options, group: group) { _ in
-            AsyncBridge(body: body, preferLoop: preferLoopExecutor, connection: nil)
-        }
     }
 }
