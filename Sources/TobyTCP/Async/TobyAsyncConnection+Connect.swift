@@ -13,6 +13,9 @@ extension TobyAsyncConnection {
     ///   - configuration: Framing, limits and timeouts of the connection.
     ///   - group: The loops; the connection is served by one of them.
     ///   - timeout: For each address's connect.
+    ///   - backPressure: When queued output suspends this connection's sends
+    ///     and when they go on (as ``TobyServer/Options/backPressure`` for a
+    ///     server).
     ///   - observer: Told that the connect succeeded or failed, and when
     ///     the connection ends (logging: the `TobyTCPLogging` product).
     /// - Throws: ``TobyError/unresolvableHost(host:reason:)``,
@@ -22,21 +25,24 @@ extension TobyAsyncConnection {
     ///   `CancellationError` (nothing is left open then).
     public static func connect(
         host: String, port: Int, configuration: TobyConfiguration = .default,
-        group: TobyEventLoopGroup, timeout: Duration = .seconds(10), observer: (any TobyClientObserver)? = nil
+        group: TobyEventLoopGroup, timeout: Duration = .seconds(10), backPressure: TobyBackPressure = .init(),
+        observer: (any TobyClientObserver)? = nil
     ) async throws -> TobyAsyncConnection {
         try configuration.validate()
+        try backPressure.validate()
         let endpoint = try Endpoint.tcp(host: host, port: port)
         guard case .tcp(_, let port16) = endpoint else { throw TobyError.closed }  // a TCP endpoint, always
         return try await reporting(endpoint.description, to: observer) {
             try await connect(
                 host: host, port: port16, peer: endpoint.description, configuration: configuration, group: group,
-                timeout: timeout, observer: observer)
+                timeout: timeout, backPressure: backPressure, observer: observer)
         }
     }
 
     private static func connect(
         host: String, port port16: UInt16, peer: String, configuration: TobyConfiguration,
-        group: TobyEventLoopGroup, timeout: Duration, observer: (any TobyClientObserver)?
+        group: TobyEventLoopGroup, timeout: Duration, backPressure: TobyBackPressure,
+        observer: (any TobyClientObserver)?
     ) async throws -> TobyAsyncConnection {
         let addresses = try await Endpoint.resolve(host: host, port: port16)
         let loop = group.next()
@@ -53,7 +59,9 @@ extension TobyAsyncConnection {
                     if rc == -EINPROGRESS {
                         try await loop.waitForConnect(fd: fd, to: peer, timeout: timeout)
                     }
-                    return try adopt(fd: fd, peer: peer, configuration: configuration, loop: loop, observer: observer)
+                    return try adopt(
+                        fd: fd, peer: peer, configuration: configuration, backPressure: backPressure, loop: loop,
+                        observer: observer)
                 } catch {
                     _ = Glibc.close(fd)
                     if error is CancellationError { throw error }
@@ -71,15 +79,18 @@ extension TobyAsyncConnection {
     ///   - configuration: Framing, limits and timeouts of the connection.
     ///   - group: The loops; the connection is served by one of them.
     ///   - timeout: For the connect.
+    ///   - backPressure: As for TCP.
     ///   - observer: As for TCP.
     /// - Throws: ``TobyError/unixPathTooLong(path:length:limit:)``,
     ///   ``TobyError/connectTimedOut(address:timeout:)``,
     ///   ``TobyError/systemAtAddress(operation:address:errno:)``, or `CancellationError`.
     public static func connect(
         unixPath: String, configuration: TobyConfiguration = .default,
-        group: TobyEventLoopGroup, timeout: Duration = .seconds(10), observer: (any TobyClientObserver)? = nil
+        group: TobyEventLoopGroup, timeout: Duration = .seconds(10), backPressure: TobyBackPressure = .init(),
+        observer: (any TobyClientObserver)? = nil
     ) async throws -> TobyAsyncConnection {
         try configuration.validate()
+        try backPressure.validate()
         let peer = try Endpoint.unixSocket(unixPath).description
         let loop = group.next()
         return try await reporting(peer, to: observer) {
@@ -93,7 +104,9 @@ extension TobyAsyncConnection {
                     if rc != 0 {
                         try await loop.waitForConnect(fd: fd, to: peer, timeout: timeout)
                     }
-                    return try adopt(fd: fd, peer: peer, configuration: configuration, loop: loop, observer: observer)
+                    return try adopt(
+                        fd: fd, peer: peer, configuration: configuration, backPressure: backPressure, loop: loop,
+                        observer: observer)
                 } catch {
                     _ = Glibc.close(fd)
                     throw error
@@ -120,12 +133,13 @@ extension TobyAsyncConnection {
 
     /// On `loop`: serves a connected descriptor as an async connection.
     private static func adopt(
-        fd: Int32, peer: String, configuration: TobyConfiguration, loop: EventLoop,
+        fd: Int32, peer: String, configuration: TobyConfiguration, backPressure: TobyBackPressure, loop: EventLoop,
         observer: (any TobyClientObserver)?
     ) throws(TobyError) -> TobyAsyncConnection {
         final class Made: @unchecked Sendable { var connection: TobyAsyncConnection? }
         let made = Made()
         var options = TobyServer.Options()
+        options.backPressure = backPressure
         options.observer = observer.map { ClientObserverBridge(observer: $0) }
         let core = ServerCore(listenFD: -1, unixPath: nil, configuration: configuration, options: options) { core in
             let connection = TobyAsyncConnection(core: core)

@@ -1,6 +1,6 @@
 /// Hears the connection-level events of connections this process opens
 /// (never one per message): ``TobyMessenger/connect(host:port:configuration:observer:)``,
-/// ``TobyAsyncConnection/connect(host:port:configuration:group:timeout:observer:)``
+/// ``TobyAsyncConnection/connect(host:port:configuration:group:timeout:backPressure:observer:)``
 /// and their Unix-socket forms. The `TobyTCPLogging` product implements it
 /// with swift-log, as it does ``TobyServerObserver``.
 ///

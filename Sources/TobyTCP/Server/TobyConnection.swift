@@ -100,7 +100,7 @@ public final class TobyConnection: @unchecked Sendable {
         self.configuration = configuration
         order = configuration.byteOrder == .littleEndian ? TOBY_LITTLE_ENDIAN : TOBY_BIG_ENDIAN
         machine = ConnectionStateMachine(
-            highWater: server.options.writeHighWaterMark, lowWater: server.options.writeLowWaterMark)
+            highWater: server.options.backPressure.highWaterMark, lowWater: server.options.backPressure.lowWaterMark)
         shutdownLinger = server.options.shutdownLinger.clampedNanoseconds
         // A client's connection (async connect) counts for nobody but itself.
         counters = server.listenFD >= 0 ? loop.counters(for: server) : ServerCounters()

@@ -23,12 +23,24 @@ import Glibc
 public final class TobyServer: Sendable {
     /// Settings of a server beyond those of its connections.
     public struct Options: Sendable, Equatable {
+        /// When queued output stops the loop reading a connection (and
+        /// suspends async sends), and when reading resumes: the same value an
+        /// async client's connect takes. Default 1 MiB / 256 KiB.
+        public var backPressure: TobyBackPressure
         /// Queued output above which the loop stops reading a connection,
         /// until the peer has drained it to ``writeLowWaterMark``: a client
         /// that never reads its replies costs bounded memory. Default 1 MiB.
-        public var writeHighWaterMark: Int
+        /// (``backPressure``'s high-water mark.)
+        public var writeHighWaterMark: Int {
+            get { backPressure.highWaterMark }
+            set { backPressure.highWaterMark = newValue }
+        }
         /// Queued output at or below which reading resumes. Default 256 KiB.
-        public var writeLowWaterMark: Int
+        /// (``backPressure``'s low-water mark.)
+        public var writeLowWaterMark: Int {
+            get { backPressure.lowWaterMark }
+            set { backPressure.lowWaterMark = newValue }
+        }
         /// The listen backlog. Default 1024.
         public var backlog: Int
         /// Hears connection-level events (opened, closed and why, accept
@@ -46,26 +58,18 @@ public final class TobyServer: Sendable {
             writeHighWaterMark: Int = 1 << 20, writeLowWaterMark: Int = 256 << 10, backlog: Int = 1024,
             shutdownLinger: Duration = .seconds(2)
         ) {
-            self.writeHighWaterMark = writeHighWaterMark
-            self.writeLowWaterMark = writeLowWaterMark
+            self.backPressure = TobyBackPressure(highWaterMark: writeHighWaterMark, lowWaterMark: writeLowWaterMark)
             self.backlog = backlog
             self.shutdownLinger = shutdownLinger
         }
 
         /// Equal when every setting but the ``observer`` is.
         public static func == (lhs: Options, rhs: Options) -> Bool {
-            lhs.writeHighWaterMark == rhs.writeHighWaterMark && lhs.writeLowWaterMark == rhs.writeLowWaterMark
-                && lhs.backlog == rhs.backlog && lhs.shutdownLinger == rhs.shutdownLinger
+            lhs.backPressure == rhs.backPressure && lhs.backlog == rhs.backlog && lhs.shutdownLinger == rhs.shutdownLinger
         }
 
         func validate() throws(TobyError) {
-            guard writeHighWaterMark >= 1 else {
-                throw .invalidConfiguration("writeHighWaterMark must be at least 1 (got \(writeHighWaterMark))")
-            }
-            guard writeLowWaterMark >= 0, writeLowWaterMark < writeHighWaterMark else {
-                throw .invalidConfiguration(
-                    "writeLowWaterMark must be in 0..<writeHighWaterMark (got \(writeLowWaterMark), high \(writeHighWaterMark))")
-            }
+            try backPressure.validate()
             guard backlog >= 1 else { throw .invalidConfiguration("backlog must be at least 1 (got \(backlog))") }
             guard shutdownLinger >= .zero else {
                 throw .invalidConfiguration("shutdownLinger must not be negative (got \(shutdownLinger))")
