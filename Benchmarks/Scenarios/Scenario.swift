@@ -166,8 +166,12 @@ func measure(_ scenario: Scenario, settings: Settings, index: Int, total: Int) -
     }
     if scenario.interleaved {
         progress("[\(index)/\(total)] \(scenario.title) · \(scenario.rows.count) rows in rounds")
+        // Each round starts one row later, so no row always runs first or
+        // always after the same neighbour (what one run leaves behind, such
+        // as sockets in TIME_WAIT, falls on every row alike).
+        let count = scenario.rows.count
         for run in 1...runs {
-            for rowIndex in scenario.rows.indices { runOnce(rowIndex, run) }
+            for step in 0..<count { runOnce((run - 1 + step) % count, run) }
         }
     } else {
         for rowIndex in scenario.rows.indices {
