@@ -127,6 +127,10 @@ final class EventLoop: @unchecked Sendable {
     /// Debug builds: traps unless called on this loop's thread, where all
     /// loop-only state lives (NIO's `assertInEventLoop`). Free in release.
     @inline(__always)
+    /// Whether the loop has stopped: jobs for it now run on the global
+    /// executor, and every connection it served is closed.
+    var hasStopped: Bool { lock.withLock { stopped } }
+
     func assertOnLoop(file: StaticString = #fileID, line: UInt = #line) {
         assert(isCurrent, "loop-only state touched off its loop", file: file, line: line)
     }
