@@ -56,14 +56,10 @@ extension TobyAsyncConnection {
                     continue
                 }
                 do {
-                    if rc == -EINPROGRESS {
-                        try await loop.waitForConnect(fd: fd, to: peer, timeout: timeout)
-                    }
-                    return try adopt(
-                        fd: fd, peer: peer, configuration: configuration, backPressure: backPressure, loop: loop,
-                        observer: observer)
+                    return try await finish(
+                        fd: fd, pending: rc == -EINPROGRESS, peer: peer, configuration: configuration,
+                        backPressure: backPressure, loop: loop, timeout: timeout, observer: observer)
                 } catch {
-                    _ = Glibc.close(fd)
                     if error is CancellationError { throw error }
                     lastError = error
                 }
@@ -100,17 +96,9 @@ extension TobyAsyncConnection {
                 if rc != 0 && rc != -EINPROGRESS && rc != -EAGAIN {
                     throw TobyError.systemAtAddress(operation: "connect", address: peer, errno: -rc)
                 }
-                do {
-                    if rc != 0 {
-                        try await loop.waitForConnect(fd: fd, to: peer, timeout: timeout)
-                    }
-                    return try adopt(
-                        fd: fd, peer: peer, configuration: configuration, backPressure: backPressure, loop: loop,
-                        observer: observer)
-                } catch {
-                    _ = Glibc.close(fd)
-                    throw error
-                }
+                return try await finish(
+                    fd: fd, pending: rc != 0, peer: peer, configuration: configuration, backPressure: backPressure,
+                    loop: loop, timeout: timeout, observer: observer)
             }
         }
     }
@@ -127,6 +115,24 @@ extension TobyAsyncConnection {
             return try await connect()
         } catch let error as TobyError {
             observer.connectFailed(address: address, error: error)
+            throw error
+        }
+    }
+
+    /// On `loop`, for a started connect: waits for it if it is `pending`,
+    /// then serves the descriptor as an async connection; on any failure the
+    /// descriptor is closed before the error is thrown.
+    private static func finish(
+        fd: Int32, pending: Bool, peer: String, configuration: TobyConfiguration, backPressure: TobyBackPressure,
+        loop: EventLoop, timeout: Duration, observer: (any TobyClientObserver)?
+    ) async throws -> TobyAsyncConnection {
+        do {
+            if pending { try await loop.waitForConnect(fd: fd, to: peer, timeout: timeout) }
+            return try adopt(
+                fd: fd, peer: peer, configuration: configuration, backPressure: backPressure, loop: loop,
+                observer: observer)
+        } catch {
+            _ = Glibc.close(fd)
             throw error
         }
     }

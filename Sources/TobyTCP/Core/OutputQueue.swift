@@ -212,6 +212,7 @@ struct OutputQueue {
         _ = toby_writer_init(writer, TOBY_LITTLE_ENDIAN, fd, io)
         while pendingBytes > 0 {
             var count = 0
+            var handed = 0  // bytes given to this write
             var inlineCursor = inlineRead
             var index = head
             // Keep the arrays alive while the kernel reads them: the chunks
@@ -231,16 +232,20 @@ struct OutputQueue {
                 case .borrowed(let bytes):
                     outs[count] = toby_out(data: bytes.baseAddress! + skip, len: bytes.count - skip)
                 }
+                handed += outs[count].len
                 count += 1
                 index += 1
             }
             var done = 0
             var offset: UInt64 = 0
             let rc = toby_writer_write_raw(writer, outs, count, &done, &offset, 0)
+            if rc == 0 {
+                consume(handed)  // all of it: no second pass over the items
+                continue
+            }
             var sent = Int(offset)
             for i in 0..<done { sent += outs[i].len }
             if sent > 0 { consume(sent) }
-            if rc == 0 { continue }
             if rc == -EAGAIN || rc == -EWOULDBLOCK { return .wouldBlock }
             return .failed(-rc)
         }
